@@ -74,7 +74,7 @@ def detect_dance_beats(positions: np.ndarray, fps: float, *, alpha_v: float = 0.
     coarse = np.zeros(n, dtype=bool)
     coarse[inner] = (speed[inner] < t_v) & (accel[inner] > t_a)
     strength = (t_v - speed) + (accel - t_a)
-    half = max(int(round(window_s * DETECTOR_FPS / 2)), 1)
+    half = max(round(window_s * DETECTOR_FPS / 2), 1)
     keep = []
     for t in np.flatnonzero(coarse):
         lo, hi = max(t - half, 0), min(t + half + 1, n)
