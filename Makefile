@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow bench lint fmt clean
+.PHONY: venv demo test test-slow bench lint fmt clean addon
 
 $(STAMP): requirements/base.txt requirements/constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (bpy 5.0.1)"'
@@ -35,6 +35,10 @@ lint: venv
 fmt: venv
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
+
+# Blender extension zips for this machine's platform (py311 + py313) into dist/ (docs/packaging.md).
+addon: venv
+	$(PY) build_addon.py --platform current
 
 clean:
 	rm -rf out .pytest_cache
