@@ -31,7 +31,7 @@ def resample_positions(positions: np.ndarray, fps: float, target_fps: float) -> 
 
 def detect_dance_beats(positions: np.ndarray, fps: float, *, alpha_v: float = 0.5,
                        alpha_a: float = 1.0 / np.sqrt(3.0), window_s: float = 0.4,
-                       project_2d: bool = True) -> np.ndarray:
+                       project_2d: bool = True, derivatives: str = "per_frame") -> np.ndarray:
     """Dance beats of a motion, in seconds from its first frame (supplement section 5).
 
     Parameters
@@ -46,6 +46,14 @@ def detect_dance_beats(positions: np.ndarray, fps: float, *, alpha_v: float = 0.
         T_A = alpha_a * T_V, non-maximum suppression over ``window_s`` seconds.
     project_2d : bool
         Use the front-view 2D projection (X, Z), as the paper does for all methods.
+    derivatives : str
+        ``"per_frame"`` (default, the spec's reading): V and A are per-frame differences at
+        30 fps, so T_A = alpha_a * T_V compares them numerically. ``"per_second"``: V and A are
+        time derivatives (m/s, m/s^2), the literal reading of V = dS/dt, A = d2S/dt2. Per-frame
+        differences make the acceleration test reject the stops of smooth motion slower than
+        about 1.4 Hz (a 1 Hz arm swing gives no beat at all), which leaves slow dances such as
+        CMU subject 5's modern takes with 0-6 beats in 5-10 s; the dance library cuts phrases
+        with ``"per_second"`` (see docs/library.md).
 
     Returns
     -------
@@ -64,8 +72,11 @@ def detect_dance_beats(positions: np.ndarray, fps: float, *, alpha_v: float = 0.
     s = pos.reshape(n, -1)
     v = np.zeros_like(s)
     a = np.zeros_like(s)
-    v[1:-1] = (s[2:] - s[:-2]) * 0.5
-    a[1:-1] = s[2:] - 2.0 * s[1:-1] + s[:-2]
+    if derivatives not in ("per_frame", "per_second"):
+        raise ValueError(f"derivatives must be 'per_frame' or 'per_second', got {derivatives!r}")
+    dt = 1.0 / DETECTOR_FPS if derivatives == "per_second" else 1.0
+    v[1:-1] = (s[2:] - s[:-2]) * 0.5 / dt
+    a[1:-1] = (s[2:] - 2.0 * s[1:-1] + s[:-2]) / (dt * dt)
     speed = np.linalg.norm(v, axis=1)
     accel = np.linalg.norm(a, axis=1)
     inner = slice(1, n - 1)
