@@ -397,6 +397,11 @@ def check_bvh(path: str | os.PathLike) -> BvhHeader:
                        + (" and a partial one" if hdr.partial_line else ""), path=path)
     if hdr.frames_complete < 2:
         raise M2DError("BVH holds fewer than 2 frames: no animation", path=path)
+    if hdr.frames_nonfinite:
+        # Blender's importer turns NaN rotations into zeros: glitch frames in the library
+        raise M2DError(f"BVH holds NaN or infinite values in {hdr.frames_nonfinite} of "
+                       f"{hdr.frames_complete} frames (the first is frame "
+                       f"{hdr.first_nonfinite + 1}); fix or re-export the take", path=path)
     return hdr
 
 

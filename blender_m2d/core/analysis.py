@@ -234,7 +234,7 @@ class SongAnalysis:
             )
         except M2DError:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
             raise M2DError(f"malformed song analysis ({type(err).__name__}: {err})",
                            path=where) from err
 

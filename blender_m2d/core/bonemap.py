@@ -224,7 +224,8 @@ def load_bone_map(path: str | os.PathLike) -> dict[str, str]:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise M2DError("no such bone-map file", path=path) from err
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, ValueError, RecursionError) as err:  # ValueError: JSONDecodeError,
+        # UnicodeDecodeError, integers over Python's 4300-digit limit
         raise M2DError(f"not a valid bone-map JSON file ({err})", path=path) from err
     if isinstance(doc, dict) and "format" in doc:
         if doc.get("format") != BONEMAP_FORMAT:

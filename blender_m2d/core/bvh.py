@@ -34,6 +34,10 @@ class BvhHeader:
     frames_complete: int
     partial_line: bool
     frame_time_s: float
+    frames_nonfinite: int = 0
+    """Complete frame lines holding a NaN or infinite value (Blender imports them as zeros)."""
+    first_nonfinite: int = -1
+    """0-based index of the first such frame (-1: none)."""
 
     @property
     def fps(self) -> float:
@@ -139,16 +143,28 @@ def read_bvh_header(path: str | os.PathLike) -> BvhHeader:
             or frame_time <= 0:
         raise M2DError("BVH file lacks valid 'Frames:' / 'Frame Time:' lines", path=path)
     complete, partial = 0, False
+    nonfinite, first_nonfinite = 0, -1
     for line in lines[j:]:
-        n = len(line.split())
+        tokens = line.split()
+        n = len(tokens)
         if n == 0:
             continue
         if n == n_channels:
             if partial:
                 break
+            if ("n" in line or "N" in line) and not _all_finite(tokens):   # nan, inf
+                nonfinite += 1
+                first_nonfinite = complete if first_nonfinite < 0 else first_nonfinite
             complete += 1
         else:
             partial = True
             break
     return BvhHeader(tuple(joints), tuple(parents), tuple(end_site), root_offset, n_channels,
-                     frames_declared, complete, partial, frame_time)
+                     frames_declared, complete, partial, frame_time, nonfinite, first_nonfinite)
+
+
+def _all_finite(tokens: list[str]) -> bool:
+    try:
+        return all(math.isfinite(float(t)) for t in tokens)
+    except ValueError:
+        return False

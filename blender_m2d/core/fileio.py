@@ -92,7 +92,8 @@ def read_json(path: str | os.PathLike, *, kind: str, max_version: int,
         raise M2DError(f"cannot read the file ({err.strerror})", path=path) from err
     try:
         doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError, and
+        # ValueError itself for integers over Python's 4300-digit limit
         raise M2DError(f"not a valid {kind} JSON file ({err})", path=path) from err
     if not isinstance(doc, dict):
         raise M2DError(f"not a {kind} file: the top level is not a JSON object", path=path)

@@ -251,9 +251,13 @@ def _bad(reason: str, path: Path) -> M2DError:
 
 def _num(v: Any, what: str, path: Path, *, lo: float = -math.inf, hi: float = math.inf
          ) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-            or not lo <= v <= hi:
-        raise _bad(f"{what} must be a finite number in [{lo}, {hi}], got {v!r}", path)
+    try:
+        ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) \
+            and lo <= v <= hi
+    except OverflowError:           # an integer too large for a float (JSON allows any length)
+        ok = False
+    if not ok:
+        raise _bad(f"{what} must be a finite number in [{lo}, {hi}], got {v!r:.40}", path)
     return float(v)
 
 
@@ -268,7 +272,7 @@ def _floats(v: Any, what: str, path: Path, *, n: int | None = None) -> np.ndarra
         raise _bad(f"{what} must be a list of numbers", path)
     try:
         arr = np.array(v, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise _bad(f"{what} must be a list of numbers", path) from None
     if arr.ndim != 1 or (n is not None and arr.size != n) or not np.all(np.isfinite(arr)):
         raise _bad(f"{what} must be {n if n is not None else 'a list of'} finite numbers",

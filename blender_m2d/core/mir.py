@@ -159,7 +159,9 @@ def beat_track(onset_env: np.ndarray, *, sr: int, hop_length: int, bpm: float | 
     norm = x / (x.std(ddof=1) + _TINY)
     k = np.arange(-fpb, fpb + 1)
     window = np.exp(-0.5 * (k * 32.0 / fpb) ** 2)
-    localscore = np.convolve(norm, window, mode="same")
+    # scipy/librosa "same" (length of the envelope); np.convolve's "same" has the length of the
+    # longer input, so an envelope shorter than the window (a song under ~2 s) overran `beats`
+    localscore = np.convolve(norm, window, mode="full")[(window.size - 1) // 2:][:x.size]
     backlink, cumscore = _beat_dp(localscore, fpb, tightness)
     beats = np.zeros(x.size, dtype=bool)
     n = _last_beat(cumscore)

@@ -1,0 +1,869 @@
+"""Place library dance phrases on the music: time warp, root alignment, feet (no bpy).
+
+For every placed phrase this module produces the canonical motion (world joint positions and
+rotations on :data:`~blender_m2d.core.skeleton.CANON_JOINTS`) sampled at the scene frame rate on
+the scene frames of its NLA strip. The bpy layer (:mod:`blender_m2d.nla`) writes each one to an
+Action and crossfades them on alternating NLA tracks. Everything is deterministic numpy.
+
+Frames
+    Scene frame ``frame_start`` (Blender's 1) is time 0 of the song. Phrase ``i`` covers the
+    music interval ``[s_i, e_i]``; its strip starts ``crossfade_frames / 2`` before ``s_i`` and
+    ends ``crossfade_frames / 2`` after ``e_i`` (not before the song's first frame), so
+    consecutive strips overlap by exactly ``crossfade_frames`` frames, centred on the phrase
+    boundary (default 0.3 s rounded to an even number of frames: 10 at 30 fps).
+
+Time warp (:func:`fit_warp`)
+    A monotone piecewise-linear map from song time to the dance phrase's own time whose anchors
+    pin dance beats (library ``beats_s``) onto music beats of the phrase. The anchor chain is the
+    best path of a small dynamic programme: +1 per anchored dance beat, -0.7 per dance beat left
+    between anchors, -0.15 per music beat skipped, and ``2 * ln(rate / g)**2`` per music beat
+    spanned, where ``g`` is the phrase's natural rate (dance beat period / music beat period,
+    moved by octaves into range). The dance phrase start is pinned to the music phrase start.
+    Local rates (dance seconds per song second) are limited to ``rate_range`` = [0.5, 2]: never
+    slower than half or faster than double the captured speed between two beats (the fitted
+    rates cluster near the phrase's natural rate; the extremes are reached only for a beat or
+    two). After the last anchor the rest of the phrase runs at the natural rate (clamped); a
+    dance phrase that runs out holds its last pose (``hold_s`` in the plan), one that is too
+    long is cut. :mod:`blender_m2d.core.beatsync` then refines the anchors against the
+    dance-beat detector run on the composed dance.
+
+Root motion (:func:`align_root`)
+    Each phrase is turned about +Z and translated horizontally (``p' = Rz(a) p + t``,
+    ``q' = qz(a) q``) so that at the middle of the crossfade its root (hips) position and heading
+    (the direction of the line between the hip joints) equal the previous phrase's; heights are
+    kept as captured. Phrases are chained, so the dance travels continuously.
+
+    Over the crossfade both phrases then get the same root path, a cubic Hermite curve from the
+    outgoing root's position and velocity to the incoming one's (:func:`smooth_root_seams`), so
+    the blended root has no velocity kink (``root="linear"`` keeps the plain linear mix).
+
+Quaternions
+    Every joint's rotation track is made sign-continuous over time and, at each crossfade, in the
+    same hemisphere as the previous phrase (NLA blends quaternions component-wise).
+
+Feet (:func:`lock_feet`)
+    A plain linear crossfade slides a planted foot from where phrase A has it to where phrase B
+    has it. Here, for every seam, the blended pose the NLA will produce (root position lerp,
+    local-rotation nlerp) is predicted, and over the seam zone (the crossfade plus up to
+    ``release_s`` = 1 s on each side, :func:`seam_zones`) a new ankle path is fitted that keeps
+    planted feet still and moves the difference into the fast steps of the swing (evenly over
+    the zone when the foot never lifts), then a two-bone IK re-solves the legs. Corrected
+    leg rotations (relative to the hips) are written into *both* phrases over the crossfade, so
+    the NLA blend of the two equals the corrected legs, and into the outgoing phrase before and
+    the incoming phrase after it. The foot-skate metric is measured over the same zones.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .retargeting import leg_length
+from .skeleton import CANON_PARENTS, JOINT_INDEX
+
+RATE_RANGE = (0.5, 2.0)
+CROSSFADE_S = 0.3
+FEET_MODES = ("lock", "none")
+ROOT_MODES = ("hermite", "linear")
+
+LEGS = (
+    (JOINT_INDEX["LeftUpperLeg"], JOINT_INDEX["LeftLowerLeg"], JOINT_INDEX["LeftFoot"],
+     JOINT_INDEX["LeftToes"]),
+    (JOINT_INDEX["RightUpperLeg"], JOINT_INDEX["RightLowerLeg"], JOINT_INDEX["RightFoot"],
+     JOINT_INDEX["RightToes"]),
+)
+_HIP_L, _HIP_R = JOINT_INDEX["LeftUpperLeg"], JOINT_INDEX["RightUpperLeg"]
+
+
+# ================================================================ quaternions (w, x, y, z)
+def qmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton product of quaternion arrays [shape=(..., 4)], w first."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    aw, ax, ay, az = a[..., 0], a[..., 1], a[..., 2], a[..., 3]
+    bw, bx, by, bz = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
+    out = np.empty(np.broadcast_shapes(a.shape, b.shape))
+    out[..., 0] = aw * bw - ax * bx - ay * by - az * bz
+    out[..., 1] = aw * bx + ax * bw + ay * bz - az * by
+    out[..., 2] = aw * by - ax * bz + ay * bw + az * bx
+    out[..., 3] = aw * bz + ax * by - ay * bx + az * bw
+    return out
+
+
+def qconj(q: np.ndarray) -> np.ndarray:
+    q = np.asarray(q, dtype=np.float64)
+    return q * np.array([1.0, -1.0, -1.0, -1.0])
+
+
+def qnormalize(q: np.ndarray) -> np.ndarray:
+    q = np.asarray(q, dtype=np.float64)
+    n = np.sqrt(np.sum(q * q, axis=-1, keepdims=True))
+    return q / np.where(n > 1e-12, n, 1.0)
+
+
+def qrot(q: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Rotate vectors ``v`` [shape=(..., 3)] by unit quaternions ``q`` [shape=(..., 4)]."""
+    q = np.asarray(q, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64)
+    w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
+    vx, vy, vz = v[..., 0], v[..., 1], v[..., 2]
+    # t = 2 u x v ; v' = v + w t + u x t
+    tx = 2.0 * (y * vz - z * vy)
+    ty = 2.0 * (z * vx - x * vz)
+    tz = 2.0 * (x * vy - y * vx)
+    out = np.empty(np.broadcast_shapes((*q.shape[:-1], 3), v.shape))
+    out[..., 0] = vx + w * tx + (y * tz - z * ty)
+    out[..., 1] = vy + w * ty + (z * tx - x * tz)
+    out[..., 2] = vz + w * tz + (x * ty - y * tx)
+    return out
+
+
+def qz(angle: np.ndarray | float) -> np.ndarray:
+    """Rotation about +Z by ``angle`` radians."""
+    a = np.asarray(angle, dtype=np.float64) * 0.5
+    return np.stack([np.cos(a), np.zeros_like(a), np.zeros_like(a), np.sin(a)], axis=-1)
+
+
+def qbetween(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Shortest-arc rotation taking directions ``u`` to ``v`` [shape=(..., 3)]."""
+    u = np.asarray(u, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64)
+    u = u / np.maximum(np.linalg.norm(u, axis=-1, keepdims=True), 1e-12)
+    v = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+    d = np.sum(u * v, axis=-1, keepdims=True)
+    c = np.cross(u, v)
+    q = np.concatenate([1.0 + d, c], axis=-1)
+    # antiparallel: any axis perpendicular to u
+    anti = (1.0 + d[..., 0]) < 1e-9
+    if np.any(anti):
+        perp = np.cross(u[anti], np.array([1.0, 0.0, 0.0]))
+        small = np.linalg.norm(perp, axis=-1) < 1e-6
+        perp[small] = np.cross(u[anti][small], np.array([0.0, 1.0, 0.0]))
+        q[anti] = np.concatenate([np.zeros((perp.shape[0], 1)), perp], axis=-1)
+    return qnormalize(q)
+
+
+def nlerp(a: np.ndarray, b: np.ndarray, w: np.ndarray | float) -> np.ndarray:
+    """Sign-aligned normalised linear interpolation (what the NLA does to quaternions)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    b = np.where(np.sum(a * b, axis=-1, keepdims=True) < 0, -b, b)
+    w = np.asarray(w, dtype=np.float64)
+    if w.ndim:
+        w = w.reshape(w.shape + (1,) * (a.ndim - w.ndim))
+    return qnormalize((1.0 - w) * a + w * b)
+
+
+def make_continuous(rot: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """Flip quaternions [shape=(F, J, 4)] so consecutive frames have a non-negative dot product
+    and, if ``reference`` [shape=(J, 4)] is given, frame 0 is in its hemisphere."""
+    q = np.array(rot, dtype=np.float64, copy=True)
+    dots = np.sum(q[1:] * q[:-1], axis=-1)                     # (F-1, J) before any flip
+    flips = np.concatenate([np.zeros((1, q.shape[1]), bool), dots < 0], axis=0)
+    sign = np.where(np.cumsum(flips, axis=0) % 2 == 1, -1.0, 1.0)
+    q *= sign[..., None]
+    if reference is not None:
+        s = np.where(np.sum(q[0] * np.asarray(reference), axis=-1) < 0, -1.0, 1.0)
+        q *= s[None, :, None]
+    return q
+
+
+# =========================================================================== skeleton helpers
+def local_rotations(rot: np.ndarray, parents: Sequence[int] = CANON_PARENTS) -> np.ndarray:
+    """World rotations [shape=(F, J, 4)] -> rotations relative to the parent joint."""
+    rot = np.asarray(rot, dtype=np.float64)
+    out = rot.copy()
+    for j, p in enumerate(parents):
+        if p >= 0:
+            out[:, j] = qmul(qconj(rot[:, p]), rot[:, j])
+    return out
+
+
+def bone_offsets(pos: np.ndarray, rot: np.ndarray,
+                 parents: Sequence[int] = CANON_PARENTS) -> np.ndarray:
+    """Offsets [shape=(J, 3)] of each joint in its parent's frame, ``p_j = p_p + R_p off_j``
+    (mean over frames; zero for the root)."""
+    pos = np.asarray(pos, dtype=np.float64)
+    rot = np.asarray(rot, dtype=np.float64)
+    off = np.zeros((pos.shape[1], 3))
+    for j, p in enumerate(parents):
+        if p >= 0:
+            off[j] = qrot(qconj(rot[:, p]), pos[:, j] - pos[:, p]).mean(axis=0)
+    return off
+
+
+def heading(pos: np.ndarray) -> np.ndarray:
+    """Heading angle (radians) of the hips [shape=(F,)]: direction of the left-to-right hip
+    line turned by 90 degrees, so that it is the facing direction for any root convention."""
+    lat = np.asarray(pos)[..., _HIP_L, :2] - np.asarray(pos)[..., _HIP_R, :2]
+    return np.arctan2(lat[..., 1], lat[..., 0]) - 0.5 * np.pi
+
+
+# =========================================================================== frames
+def crossfade_frames(fps: float, crossfade_s: float = CROSSFADE_S) -> int:
+    """Crossfade length in frames: ``crossfade_s`` rounded to an even count (>= 2) so the
+    crossfade middle is a whole frame."""
+    return max(2, 2 * math.floor(crossfade_s * fps / 2 + 0.5))
+
+
+def phrase_frames(intervals_s: Sequence[tuple[float, float]], *, fps: float, frame_start: int = 1,
+                  xf_frames: int) -> list[tuple[int, int]]:
+    """First and last scene frame of every phrase's strip (see the module docstring)."""
+    h = xf_frames // 2
+    out = []
+    n = len(intervals_s)
+    for i, (s, e) in enumerate(intervals_s):
+        a = round(frame_start + s * fps) - (h if i > 0 else 0)
+        b = round(frame_start + e * fps) + (xf_frames - h if i < n - 1 else 0)
+        out.append((max(a, frame_start), b))
+    return out
+
+
+# =========================================================================== time warp
+@dataclass(frozen=True)
+class Warp:
+    """Monotone piecewise-linear map from song time (s) to dance-phrase time (s)."""
+
+    anchors: np.ndarray
+    """[shape=(M, 2)] (song time, dance time) knots, song time increasing."""
+    dance_duration_s: float
+    n_anchored: int = 0
+    """Dance beats pinned to music beats."""
+    n_dance_beats: int = 0
+
+    def __call__(self, t_s: np.ndarray) -> np.ndarray:
+        t = np.asarray(t_s, dtype=np.float64)
+        a = self.anchors
+        out = np.interp(t, a[:, 0], a[:, 1])
+        if a.shape[0] >= 2:
+            r0 = _slope(a[0], a[1])
+            r1 = _slope(a[-2], a[-1])
+            out = np.where(t < a[0, 0], a[0, 1] + (t - a[0, 0]) * r0, out)
+            out = np.where(t > a[-1, 0], a[-1, 1] + (t - a[-1, 0]) * r1, out)
+        return np.clip(out, 0.0, self.dance_duration_s)
+
+    def rates(self) -> np.ndarray:
+        a = self.anchors
+        dt = np.diff(a[:, 0])
+        keep = dt > 1e-9
+        return np.diff(a[:, 1])[keep] / dt[keep]
+
+    def summary(self) -> dict:
+        rates = self.rates()
+        moving = rates[rates > 1e-6]
+        a = self.anchors
+        hold = float(np.sum(np.diff(a[:, 0])[np.diff(a[:, 1]) <= 1e-9]))
+        return {
+            "anchors_s": [[round(float(x), 5), round(float(y), 5)] for x, y in a],
+            "rate_min": round(float(moving.min()), 4) if moving.size else 0.0,
+            "rate_max": round(float(moving.max()), 4) if moving.size else 0.0,
+            "anchored_beats": int(self.n_anchored),
+            "dance_beats": int(self.n_dance_beats),
+            "dance_used_s": round(float(a[-1, 1] - a[0, 1]), 4),
+            "hold_s": round(hold, 4),
+        }
+
+    @classmethod
+    def from_summary(cls, summary: Mapping, dance_duration_s: float) -> Warp:
+        return cls(np.asarray(summary["anchors_s"], dtype=np.float64), float(dance_duration_s),
+                   int(summary.get("anchored_beats", 0)), int(summary.get("dance_beats", 0)))
+
+
+def _slope(p, q) -> float:
+    dt = q[0] - p[0]
+    return float((q[1] - p[1]) / dt) if dt > 1e-9 else 0.0
+
+
+def natural_rate(dance_beats_s: np.ndarray, music_beats_s: np.ndarray, *,
+                 dance_tempo_bpm: float | None = None,
+                 rate_range: tuple[float, float] = RATE_RANGE) -> float:
+    """Dance seconds per song second that puts one dance beat on every music beat, moved by
+    octaves (x2, /2) towards 1 and clipped to ``rate_range``."""
+    db = np.asarray(dance_beats_s, dtype=np.float64)
+    mb = np.asarray(music_beats_s, dtype=np.float64)
+    p_m = float(np.median(np.diff(mb))) if mb.size >= 2 else 0.5
+    if db.size >= 3:
+        p_d = float(np.median(np.diff(db)))
+    elif dance_tempo_bpm:
+        p_d = 60.0 / float(dance_tempo_bpm)
+    else:
+        p_d = p_m
+    g = p_d / max(p_m, 1e-6)
+    while g > rate_range[1] * 1.2:
+        g /= 2
+    while g < rate_range[0] / 1.2:
+        g *= 2
+    return float(np.clip(g, *rate_range))
+
+
+def fit_warp(dance_beats_s: np.ndarray, dance_duration_s: float, music_beats_s: np.ndarray, *,
+             rate_range: tuple[float, float] = RATE_RANGE, dance_tempo_bpm: float | None = None,
+             max_music_step: int = 4, max_dance_step: int = 3,
+             target_rate: float | None = None) -> Warp:
+    """Fit the beat-anchored time warp of one dance phrase onto one music phrase.
+
+    Parameters
+    ----------
+    dance_beats_s : np.ndarray [shape=(n,)]
+        Dance beats of the library phrase, seconds from its first frame.
+    dance_duration_s : float
+        Length of the library phrase in seconds.
+    music_beats_s : np.ndarray [shape=(N+1,)]
+        Song times of the music phrase's beats, its start and end beats included.
+    rate_range : (float, float)
+        Allowed local rates, dance seconds per song second.
+    target_rate : float, optional
+        Preferred rate (default: :func:`natural_rate`).
+    """
+    lo, hi = rate_range
+    mu = np.asarray(music_beats_s, dtype=np.float64)
+    D = float(dance_duration_s)
+    if mu.size < 2 or D <= 0:
+        raise ValueError("need a music phrase with a start and an end beat and a non-empty dance")
+    beta = np.asarray(dance_beats_s, dtype=np.float64)
+    beta = np.concatenate([[0.0], np.sort(beta[(beta > 0.05) & (beta <= D + 1e-6)])])
+    g = natural_rate(beta[1:], mu, dance_tempo_bpm=dance_tempo_bpm, rate_range=rate_range) \
+        if target_rate is None else float(np.clip(target_rate, *rate_range))
+    n_m, n_d = mu.size, beta.size
+    mus, bet = mu.tolist(), beta.tolist()
+    neg = -1e18
+    val = [[neg] * n_d for _ in range(n_m)]
+    back = [[(-1, -1)] * n_d for _ in range(n_m)]
+    val[0][0] = 0.0
+    lg = math.log(g)
+    log = math.log
+    for j in range(n_m - 1):
+        row = val[j]
+        for k in range(n_d):
+            v0 = row[k]
+            if v0 <= neg / 2:
+                continue
+            for dj in range(1, min(max_music_step, n_m - 1 - j) + 1):
+                span = mus[j + dj] - mus[j]
+                if span <= 1e-6:
+                    continue
+                nrow, nback = val[j + dj], back[j + dj]
+                for dk in range(1, min(max_dance_step, n_d - 1 - k) + 1):
+                    r = (bet[k + dk] - bet[k]) / span
+                    if r < lo or r > hi:
+                        continue
+                    v = v0 + 1.0 - 0.7 * (dk - 1) - 0.15 * (dj - 1) - 2.0 * dj * (
+                        log(r) - lg) ** 2
+                    if v > nrow[k + dk]:
+                        nrow[k + dk] = v
+                        nback[k + dk] = (j, k)
+    best, best_state, best_tail = neg, (0, 0), None
+    for j in range(n_m):
+        for k in range(n_d):
+            if val[j][k] <= neg / 2:
+                continue
+            tail, cost = _tail(mus[j], bet[k], mus[-1], D, bet, g, lo, hi)
+            v = val[j][k] - cost
+            if v > best:
+                best, best_state, best_tail = v, (j, k), tail
+    chain = []
+    j, k = best_state
+    while j >= 0:
+        chain.append((mus[j], bet[k]))
+        j, k = back[j][k]
+    chain.reverse()
+    anchors = chain + (best_tail or [])
+    return Warp(np.asarray(anchors, dtype=np.float64), D, n_anchored=len(chain),
+                n_dance_beats=int(beta.size))
+
+
+def _tail(t0: float, tau0: float, t_end: float, D: float, beta: list, g: float, lo: float,
+          hi: float):
+    """Knots after the last anchor and their cost: run at the natural rate, cut the phrase if it
+    is too long, hold its last pose if it runs out. ``beta`` is sorted."""
+    span = t_end - t0
+    if span <= 1e-6:
+        return [], 0.0
+    left = D - tau0
+    r = min(max(g, lo), hi)
+    cost = 0.0
+    if tau0 + r * span <= D + 1e-9:
+        knots = [(t_end, tau0 + r * span)]
+        used = r * span
+    else:
+        r2 = left / span
+        if r2 >= lo:
+            knots = [(t_end, D)]
+            used = left
+            cost += 2.0 * (span / max(g, 1e-6)) * (math.log(max(r2, 1e-6)) - math.log(g)) ** 2
+        else:
+            t_stop = t0 + left / lo
+            knots = [(t_stop, D), (t_end, D)] if left > 0 else [(t_end, D)]
+            used = left
+            cost += 3.0 * (t_end - t_stop)              # holding still is bad for the beat
+    loose = bisect.bisect_right(beta, tau0 + used + 1e-6) - bisect.bisect_right(beta, tau0 + 1e-6)
+    cost += 0.35 * float(loose)
+    return knots, cost
+
+
+# =========================================================================== motion sampling
+def sample_motion(positions: np.ndarray, rotations: np.ndarray, fps: float,
+                  times_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sample a motion at arbitrary times (s from its first frame): positions by linear
+    interpolation, rotations by nlerp between neighbouring frames; clamped at both ends."""
+    pos = np.asarray(positions, dtype=np.float64)
+    rot = np.asarray(rotations, dtype=np.float64)
+    n = pos.shape[0]
+    x = np.clip(np.asarray(times_s, dtype=np.float64) * fps, 0.0, n - 1)
+    i0 = np.minimum(np.floor(x).astype(np.int64), max(n - 2, 0))
+    i1 = np.minimum(i0 + 1, n - 1)
+    w = (x - i0)[:, None]
+    p = (1.0 - w)[..., None] * pos[i0] + w[..., None] * pos[i1]
+    q = nlerp(rot[i0], rot[i1], np.repeat(w, rot.shape[1], axis=1))
+    return p, q
+
+
+# =========================================================================== placed motion
+@dataclass
+class PlacedMotion:
+    """Canonical motion of one placed phrase at the scene frame rate.
+
+    Frame ``k`` of ``positions``/``rotations`` is scene frame ``frame_start + k``. The attributes
+    ``fps``, ``positions`` and ``rotations`` make it usable wherever a library ``PhraseMotion``
+    is expected (e.g. :func:`blender_m2d.retarget.write_action`).
+    """
+
+    index: int
+    phrase_id: str
+    frame_start: int
+    fps: float
+    positions: np.ndarray
+    rotations: np.ndarray
+    dance_time_s: np.ndarray
+    yaw: float = 0.0
+    translation: np.ndarray = field(default_factory=lambda: np.zeros(3))
+
+    @property
+    def frame_end(self) -> int:
+        return self.frame_start + self.positions.shape[0] - 1
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.positions.shape[0])
+
+
+def apply_yaw_translation(pos: np.ndarray, rot: np.ndarray, yaw: float,
+                          translation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``p' = Rz(yaw) p + t``, ``q' = qz(yaw) q`` for motion arrays."""
+    qy = qz(yaw)
+    return qrot(qy, pos) + np.asarray(translation)[None, None, :], qmul(qy, rot)
+
+
+def align_root(prev: PlacedMotion, nxt: PlacedMotion, frame: int) -> tuple[float, np.ndarray]:
+    """Yaw and translation that put ``nxt``'s root position (horizontal) and heading at scene
+    ``frame`` onto ``prev``'s (heights untouched)."""
+    ia, ib = frame - prev.frame_start, frame - nxt.frame_start
+    ya = heading(prev.positions[ia])
+    yb = heading(nxt.positions[ib])
+    yaw = float(math.remainder(float(ya - yb), math.tau))
+    pb = qrot(qz(yaw), nxt.positions[ib, 0])
+    t = prev.positions[ia, 0] - pb
+    t[2] = 0.0
+    return yaw, t
+
+
+def place_phrase(motion, warp: Warp, *, index: int, phrase_id: str, frame_range: tuple[int, int],
+                 fps: float, frame_start: int = 1, scale: float = 1.0) -> PlacedMotion:
+    """Resample one library phrase through its warp onto the frames of its strip; positions are
+    multiplied by ``scale`` (body-size normalisation)."""
+    a, b = frame_range
+    frames = np.arange(a, b + 1, dtype=np.float64)
+    tau = warp((frames - frame_start) / fps)
+    pos, rot = sample_motion(motion.positions, motion.rotations, float(motion.fps), tau)
+    if scale != 1.0:
+        pos = pos * scale
+    return PlacedMotion(index=index, phrase_id=phrase_id, frame_start=int(a), fps=float(fps),
+                        positions=pos, rotations=make_continuous(rot), dance_time_s=tau)
+
+
+@dataclass(frozen=True)
+class PlacementOptions:
+    crossfade_s: float = CROSSFADE_S
+    rate_range: tuple[float, float] = RATE_RANGE
+    feet: str = "lock"
+    root: str = "hermite"
+    release_s: float = 1.0
+    contact_m: float = 0.05
+    contact_speed_m_s: float = 1.0
+
+    def to_json(self) -> dict:
+        return {"crossfade_s": self.crossfade_s, "rate_range": list(self.rate_range),
+                "feet": self.feet, "root": self.root, "release_s": self.release_s,
+                "contact_m": self.contact_m, "contact_speed_m_s": self.contact_speed_m_s}
+
+
+def place_all(phrases: Sequence, motions: Mapping[str, object], durations: Mapping[str, float],
+              *, fps: float, frame_start: int, xf_frames: int,
+              options: PlacementOptions = PlacementOptions(),
+              start_yaw: float = 0.0, start_translation: np.ndarray | None = None,
+              leg_length_m: float | None = None) -> list[PlacedMotion]:
+    """Place every phrase of a plan.
+
+    ``phrases`` are :class:`~blender_m2d.core.plan.PlacedPhrase` (their ``warp`` holds the fitted
+    anchors), ``motions`` maps phrase ids to library motions (``fps``, ``positions``,
+    ``rotations``), ``durations`` their lengths in seconds. The first phrase is turned by
+    ``start_yaw`` and moved so its root starts at ``start_translation`` horizontally (default:
+    where the library has it). With ``leg_length_m`` every phrase is scaled so its dancer's leg
+    (hip to ankle) has that length, so phrases captured from different bodies join without a
+    change of size or stride at the seams.
+    """
+    if options.feet not in FEET_MODES:
+        raise ValueError(f"unknown feet mode {options.feet!r}; use one of {FEET_MODES}")
+    if options.root not in ROOT_MODES:
+        raise ValueError(f"unknown root mode {options.root!r}; use one of {ROOT_MODES}")
+    placed: list[PlacedMotion] = []
+    for ph in phrases:
+        warp = Warp.from_summary(ph.warp, durations[ph.phrase_id])
+        motion = motions[ph.phrase_id]
+        scale = 1.0
+        if leg_length_m:
+            scale = leg_length_m / max(leg_length(np.asarray(motion.positions)), 1e-6)
+        pm = place_phrase(motion, warp, index=ph.index, phrase_id=ph.phrase_id,
+                          frame_range=(ph.frame_start, ph.frame_end), fps=fps,
+                          frame_start=frame_start, scale=scale)
+        if not placed:
+            t = np.zeros(3)
+            if start_translation is not None:
+                r0 = qrot(qz(start_yaw), pm.positions[0, 0])
+                t = np.asarray(start_translation, dtype=np.float64) - r0
+                t[2] = 0.0
+            yaw = float(start_yaw)
+        else:
+            prev = placed[-1]
+            mid = pm.frame_start + xf_frames // 2
+            mid = min(mid, prev.frame_end)
+            yaw, t = align_root(prev, pm, mid)
+        pm.positions, pm.rotations = apply_yaw_translation(pm.positions, pm.rotations, yaw, t)
+        pm.yaw, pm.translation = yaw, t
+        ref = None
+        if placed:
+            prev = placed[-1]
+            k = pm.frame_start - prev.frame_start
+            if 0 <= k < prev.n_frames:
+                ref = prev.rotations[k]
+        pm.rotations = make_continuous(pm.rotations, ref)
+        placed.append(pm)
+    if options.root == "hermite":
+        smooth_root_seams(placed)
+    if options.feet == "lock" and len(placed) > 1:
+        lock_feet(placed, fps=fps, options=options)
+    return placed
+
+
+def smooth_root_seams(placed: Sequence[PlacedMotion]) -> None:
+    """Give both phrases of every crossfade the same root path over it: the cubic Hermite curve
+    from the outgoing phrase's root position and velocity at the crossfade start to the incoming
+    phrase's at its end. The NLA's linear mix of two identical paths is that path, so the root
+    moves with C1 continuity instead of the small velocity kink a linear mix of two diverging
+    paths makes. Every joint of a phrase moves with its root (the pose is unchanged)."""
+    for a, b in itertools.pairwise(placed):
+        f0, f1 = b.frame_start, a.frame_end
+        n = f1 - f0
+        ia0, ib1 = f0 - a.frame_start, f1 - b.frame_start
+        if n < 2 or ia0 < 1 or ib1 + 1 >= b.n_frames:
+            continue
+        p0 = a.positions[ia0, 0]
+        v0 = p0 - a.positions[ia0 - 1, 0]
+        p1 = b.positions[ib1, 0]
+        v1 = b.positions[ib1 + 1, 0] - p1
+        t = (np.arange(n + 1) / n)[:, None]
+        h = ((2 * t ** 3 - 3 * t ** 2 + 1) * p0 + (t ** 3 - 2 * t ** 2 + t) * n * v0
+             + (-2 * t ** 3 + 3 * t ** 2) * p1 + (t ** 3 - t ** 2) * n * v1)
+        for pm, i0 in ((a, ia0), (b, ib1 - n)):
+            sl = slice(i0, i0 + n + 1)
+            pm.positions[sl] += (h - pm.positions[sl, 0])[:, None, :]
+
+
+# =========================================================================== feet
+def seam_zones(frames: Sequence[tuple[int, int]], *, fps: float,
+               release_s: float = 1.0) -> list[tuple[int, int, int, int]]:
+    """Per seam ``(zone_start, crossfade_start, crossfade_end, zone_end)`` in scene frames.
+
+    The zone is the crossfade plus up to ``release_s`` of the outgoing phrase before it and of the
+    incoming phrase after it, never more than half of a phrase's solo part, so zones of
+    neighbouring seams do not overlap. Foot handling edits only these frames and the foot-skate
+    metric is measured over exactly them (for any placement, so variants compare fairly).
+    """
+    n_rel = round(release_s * fps)
+    out = []
+    for i in range(1, len(frames)):
+        f0, f1 = frames[i][0], frames[i - 1][1]
+        prev_in = frames[i - 2][1] if i >= 2 else frames[i - 1][0]       # end of A's fade-in
+        next_out = frames[i + 1][0] if i + 1 < len(frames) else frames[i][1]   # B's fade-out
+        pre = min(n_rel, max((f0 - prev_in) // 2, 0))
+        post = min(n_rel, max((next_out - f1) // 2, 0))
+        out.append((f0 - pre, f0, f1, f1 + post))
+    return out
+
+
+def _contact_floor(placed: Sequence[PlacedMotion]) -> np.ndarray:
+    heights = np.concatenate([pm.positions[:, [leg[2] for leg in LEGS], 2] for pm in placed],
+                             axis=0)
+    return np.percentile(heights, 5, axis=0)
+
+
+def _blend_window(a: PlacedMotion, b: PlacedMotion, f0: int, f1: int):
+    """Predicted NLA blend of ``a`` (outgoing) and ``b`` over scene frames f0..f1 (crossfade):
+    root position lerp and local-rotation nlerp. Returns root pos, local rotations, weights."""
+    frames = np.arange(f0, f1 + 1)
+    w = (frames - f0) / max(f1 - f0, 1)
+    ia, ib = frames - a.frame_start, frames - b.frame_start
+    la = local_rotations(a.rotations[ia])
+    lb = local_rotations(b.rotations[ib])
+    root = (1 - w)[:, None] * a.positions[ia, 0] + w[:, None] * b.positions[ib, 0]
+    loc = nlerp(la, lb, np.repeat(w[:, None], la.shape[1], axis=1))
+    return root, loc, w
+
+
+def _leg_fk(root, hips_rot, loc, off, leg):
+    """World positions/rotations of a leg chain (hip, knee, ankle) from the root."""
+    j0, j1, j2, _ = leg
+    r0 = qmul(hips_rot, loc[:, j0])
+    p0 = root + qrot(hips_rot, np.broadcast_to(off[j0], root.shape))
+    r1 = qmul(r0, loc[:, j1])
+    p1 = p0 + qrot(r0, np.broadcast_to(off[j1], root.shape))
+    r2 = qmul(r1, loc[:, j2])
+    p2 = p1 + qrot(r1, np.broadcast_to(off[j2], root.shape))
+    return (p0, p1, p2), (r0, r1, r2)
+
+
+def two_bone_ik(hip: np.ndarray, knee: np.ndarray, ankle: np.ndarray, target: np.ndarray,
+                r_thigh: np.ndarray, r_shin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """New world rotations of thigh and shin [shape=(F, 4)] that put the ankle on ``target``
+    (as close as reachable) keeping the knee in the plane of the reference knee."""
+    l1 = np.linalg.norm(knee - hip, axis=1)
+    l2 = np.linalg.norm(ankle - knee, axis=1)
+    d_vec = target - hip
+    d = np.linalg.norm(d_vec, axis=1)
+    d_c = np.clip(d, np.abs(l1 - l2) + 1e-4, l1 + l2 - 1e-4)
+    u = d_vec / np.maximum(d, 1e-9)[:, None]
+    tgt = hip + u * d_c[:, None]
+    v = knee - hip
+    v_perp = v - np.sum(v * u, axis=1, keepdims=True) * u
+    nv = np.linalg.norm(v_perp, axis=1, keepdims=True)
+    v_hat = v_perp / np.maximum(nv, 1e-9)
+    a = (l1 ** 2 - l2 ** 2 + d_c ** 2) / (2 * d_c)
+    h = np.sqrt(np.maximum(l1 ** 2 - a ** 2, 0.0))
+    new_knee = hip + u * a[:, None] + v_hat * h[:, None]
+    d1 = qbetween(knee - hip, new_knee - hip)
+    rt = qmul(d1, r_thigh)
+    shin_ref = qrot(d1, ankle - knee)
+    d2 = qbetween(shin_ref, tgt - new_knee)
+    rs = qmul(d2, qmul(d1, r_shin))
+    return qnormalize(rt), qnormalize(rs)
+
+
+def _set_leg(pm: PlacedMotion, idx: np.ndarray, leg, loc_new: dict[int, np.ndarray],
+             off: np.ndarray) -> None:
+    """Write leg local rotations ``loc_new`` {joint: (n, 4)} into ``pm`` at frame indices ``idx``
+    (rotations relative to the phrase's own hips), re-doing FK of the leg's positions."""
+    hips = pm.rotations[idx, 0]
+    root = pm.positions[idx, 0]
+    j0, j1, j2, j3 = leg
+    toe_local = qmul(qconj(pm.rotations[idx, j2]), pm.rotations[idx, j3])
+    r0 = qmul(hips, loc_new[j0])
+    r1 = qmul(r0, loc_new[j1])
+    r2 = qmul(r1, loc_new[j2])
+    r3 = qmul(r2, toe_local)
+    p0 = root + qrot(hips, np.broadcast_to(off[j0], root.shape))
+    p1 = p0 + qrot(r0, np.broadcast_to(off[j1], root.shape))
+    p2 = p1 + qrot(r1, np.broadcast_to(off[j2], root.shape))
+    p3 = p2 + qrot(r2, np.broadcast_to(off[j3], root.shape))
+    for j, r, p in ((j0, r0, p0), (j1, r1, p1), (j2, r2, p2), (j3, r3, p3)):
+        pm.rotations[idx, j] = r
+        pm.positions[idx, j] = p
+
+
+def distribute_slide(ref_xy: np.ndarray, weights: np.ndarray, desired: np.ndarray) -> np.ndarray:
+    """Foot path [shape=(n, 2)] with the same end points as ``ref_xy`` whose steps are closest to
+    ``desired`` [shape=(n-1, 2)] in the weighted least-squares sense: steps
+    ``e = desired + lambda / weights`` with ``lambda`` fixed by the end points, so whatever the
+    desired steps do not cover is spread over the steps inversely to their weight."""
+    total = ref_xy[-1] - ref_xy[0]
+    inv = 1.0 / weights
+    lam = (total - desired.sum(axis=0)) / inv.sum()
+    steps = desired + inv[:, None] * lam[None, :]
+    out = np.empty_like(ref_xy)
+    out[0] = ref_xy[0]
+    out[1:] = ref_xy[0] + np.cumsum(steps, axis=0)
+    return out
+
+
+def lock_feet(placed: list[PlacedMotion], *, fps: float,
+              options: PlacementOptions = PlacementOptions()) -> list[dict]:
+    """Foot handling at every seam (see the module docstring); edits ``placed`` in place and
+    returns per-seam diagnostics.
+
+    Over each seam zone (:func:`seam_zones`) the reference ankle path is what a plain crossfade
+    gives (outgoing phrase, predicted blend, incoming phrase). The corrected path keeps the same
+    end points and is the weighted least-squares fit of the reference's steps with planted steps
+    (within ``contact_m`` of the floor and slower than ``contact_speed_m_s`` in their own phrase)
+    asked to be still (weight 100), steps of a low but moving foot to follow the reference
+    (weight 10 / (v + 0.05)) and steps in the air to follow it (weight 1 / (v + 0.05), v = the
+    foot's speed in m/s): the slide of a plain crossfade ends up in the fast parts of the swing,
+    and evenly spread over the zone when the foot never lifts. Legs are re-solved with
+    :func:`two_bone_ik`.
+    """
+    floor = _contact_floor(placed)
+    frames = [(pm.frame_start, pm.frame_end) for pm in placed]
+    zones = seam_zones(frames, fps=fps, release_s=options.release_s)
+    info = []
+    for i, (z0, f0, f1, z1) in enumerate(zones, start=1):
+        a, b = placed[i - 1], placed[i]
+        if f1 <= f0:
+            continue
+        root_w, loc_w, w = _blend_window(a, b, f0, f1)
+        off_a = bone_offsets(a.positions, a.rotations)
+        off_b = bone_offsets(b.positions, b.rotations)
+        ia_pre = np.arange(z0, f0) - a.frame_start
+        ia = np.arange(f0, f1 + 1) - a.frame_start
+        ib = np.arange(f0, f1 + 1) - b.frame_start
+        ib_post = np.arange(f1 + 1, z1 + 1) - b.frame_start
+        n_pre, n_w = ia_pre.size, ia.size
+        seam_info = {"index": i, "corrected_frames": 0, "max_offset_cm": 0.0}
+        va_all = _speed(a.positions[:, [leg[2] for leg in LEGS], :2], fps)
+        vb_all = _speed(b.positions[:, [leg[2] for leg in LEGS], :2], fps)
+        for side, leg in enumerate(LEGS):
+            j0, j1, j2, _ = leg
+            (p0w, p1w, p2w), (r0w, r1w, r2w) = _leg_fk(root_w, loc_w[:, 0], loc_w, off_a, leg)
+            pa, ra = a.positions[ia_pre], a.rotations[ia_pre]
+            pb, rb = b.positions[ib_post], b.rotations[ib_post]
+            ref = np.concatenate([pa[:, j2], p2w, pb[:, j2]], axis=0)
+            hip = np.concatenate([pa[:, j0], p0w, pb[:, j0]], axis=0)
+            knee = np.concatenate([pa[:, j1], p1w, pb[:, j1]], axis=0)
+            r_th = np.concatenate([ra[:, j0], r0w, rb[:, j0]], axis=0)
+            r_sh = np.concatenate([ra[:, j1], r1w, rb[:, j1]], axis=0)
+            r_ft = np.concatenate([ra[:, j2], r2w, rb[:, j2]], axis=0)
+            # each source's own ankle speed says what is a planted foot
+            sp = np.concatenate([va_all[ia_pre, side],
+                                 (1 - w) * va_all[ia, side] + w * vb_all[ib, side],
+                                 vb_all[ib_post, side]])
+            low = ref[:, 2] < floor[side] + options.contact_m
+            planted = low & (sp < options.contact_speed_m_s)
+            step_planted = planted[1:] & planted[:-1]
+            step_low = (low[1:] | low[:-1]) & ~step_planted
+            desired = np.diff(ref[:, :2], axis=0)
+            # a free step takes correction in proportion to how fast the foot moves there, so
+            # the slide hides in the swing and the foot's stops (dance beats) stay where they are
+            step_speed = np.linalg.norm(desired, axis=1) * fps
+            free = 1.0 / (step_speed + 0.05)
+            weights = np.where(step_planted, 100.0, np.where(step_low, 10.0 * free, free))
+            desired[step_planted] = 0.0
+            target = ref.copy()
+            target[:, :2] = distribute_slide(ref[:, :2], weights, desired)
+            d = np.linalg.norm(target[:, :2] - ref[:, :2], axis=1)
+            changed = d > 1e-5
+            if not changed.any():
+                continue
+            seam_info["max_offset_cm"] = max(seam_info["max_offset_cm"],
+                                             round(float(d.max()) * 100, 3))
+            seam_info["corrected_frames"] += int(changed.sum())
+            rt, rs = two_bone_ik(hip, knee, ref, target, r_th, r_sh)
+            parts = (("pre", slice(0, n_pre)), ("win", slice(n_pre, n_pre + n_w)),
+                     ("post", slice(n_pre + n_w, None)))
+            for name, sl in parts:
+                c = changed[sl]
+                if not c.any():
+                    continue
+                rt_c, rs_c, rf_c = rt[sl][c], rs[sl][c], r_ft[sl][c]
+                if name == "win":
+                    hips = loc_w[:, 0][c]
+                elif name == "pre":
+                    hips = a.rotations[ia_pre[c], 0]
+                else:
+                    hips = b.rotations[ib_post[c], 0]
+                sel = {j0: qmul(qconj(hips), rt_c), j1: qmul(qconj(rt_c), rs_c),
+                       j2: qmul(qconj(rs_c), rf_c)}
+                if name == "pre":
+                    _set_leg(a, ia_pre[c], leg, sel, off_a)
+                elif name == "win":
+                    _set_leg(a, ia[c], leg, sel, off_a)
+                    _set_leg(b, ib[c], leg, sel, off_b)
+                else:
+                    _set_leg(b, ib_post[c], leg, sel, off_b)
+        a.rotations = make_continuous(a.rotations)
+        b.rotations = make_continuous(b.rotations, a.rotations[f0 - a.frame_start])
+        info.append(seam_info)
+    return info
+
+
+def _speed(xy: np.ndarray, fps: float) -> np.ndarray:
+    """Per-frame horizontal speed (m/s) of points [shape=(F, ..., 2)]."""
+    v = np.zeros(xy.shape[:-1])
+    if xy.shape[0] > 1:
+        s = np.linalg.norm(np.diff(xy, axis=0), axis=-1) * fps
+        v[1:] = s
+        v[0] = s[0]
+    return v
+
+
+# =========================================================================== composite
+def fk(root: np.ndarray, local: np.ndarray, offsets: np.ndarray,
+       parents: Sequence[int] = CANON_PARENTS) -> tuple[np.ndarray, np.ndarray]:
+    """Forward kinematics: root positions [shape=(F, 3)], local rotations [shape=(F, J, 4)] and
+    offsets [shape=(J, 3) or (F, J, 3)] -> world positions and rotations."""
+    n, nj = local.shape[:2]
+    off = np.broadcast_to(offsets, (n, nj, 3))
+    pos = np.zeros((n, nj, 3))
+    rot = np.zeros((n, nj, 4))
+    for j, p in enumerate(parents):
+        if p < 0:
+            rot[:, j] = local[:, j]
+            pos[:, j] = root
+        else:
+            rot[:, j] = qmul(rot[:, p], local[:, j])
+            pos[:, j] = pos[:, p] + qrot(rot[:, p], off[:, j])
+    return pos, qnormalize(rot)
+
+
+def blend_placed(placed: Sequence[PlacedMotion], *, xf_frames: int, frame_first: int,
+                 frame_last: int) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical prediction of what the NLA recipe of :mod:`blender_m2d.nla` evaluates to.
+
+    Phrase ``i`` lies on the lower track (even ``i``: full influence, held forward) or the
+    upper track (odd ``i``: fades in and out over ``xf_frames``, nothing outside). Root
+    position is lerped and local rotations are nlerped with the upper strip's influence, as the
+    NLA does per channel. Returns world positions [shape=(F, J, 3)] and rotations for scene
+    frames ``frame_first..frame_last``.
+    """
+    frames = np.arange(frame_first, frame_last + 1)
+    n = frames.size
+    nj = placed[0].rotations.shape[1]
+    lo_root = np.zeros((n, 3))
+    lo_loc = np.tile(np.array([1.0, 0, 0, 0]), (n, nj, 1))
+    lo_off = np.zeros((n, nj, 3))
+    up_root, up_loc, up_off = lo_root.copy(), lo_loc.copy(), lo_off.copy()
+    w = np.zeros(n)
+    last = len(placed) - 1
+    for i, pm in enumerate(placed):
+        loc = local_rotations(pm.rotations)
+        off = bone_offsets(pm.positions, pm.rotations)
+        if i % 2 == 0:
+            sel = frames >= pm.frame_start
+            idx = np.clip(frames[sel] - pm.frame_start, 0, pm.n_frames - 1)
+            lo_root[sel], lo_loc[sel], lo_off[sel] = pm.positions[idx, 0], loc[idx], off
+        else:
+            sel = (frames >= pm.frame_start) & (frames <= pm.frame_end)
+            f = frames[sel]
+            idx = f - pm.frame_start
+            up_root[sel], up_loc[sel], up_off[sel] = pm.positions[idx, 0], loc[idx], off
+            infl = np.ones(f.size)
+            if i > 0:
+                infl = np.minimum(infl, (f - pm.frame_start) / xf_frames)
+            if i < last:
+                infl = np.minimum(infl, (pm.frame_end - f) / xf_frames)
+            w[sel] = np.clip(infl, 0.0, 1.0)
+    root = (1 - w)[:, None] * lo_root + w[:, None] * up_root
+    loc = nlerp(lo_loc, up_loc, np.repeat(w[:, None], nj, axis=1))
+    off = (1 - w)[:, None, None] * lo_off + w[:, None, None] * up_off
+    return fk(root, loc, off)

@@ -1,0 +1,917 @@
+"""Put a :class:`~blender_m2d.core.plan.Plan` on an armature's NLA (bpy).
+
+What :func:`apply_plan` builds (the crossfade recipe verified in ``../shared/notes/blender.md``,
+section 3):
+
+* one Action per placed phrase (:func:`blender_m2d.retarget.write_action` of the canonical
+  motion from :func:`blender_m2d.core.placement.place_all`: beat-warped, root-aligned,
+  feet handled), keyed on every scene frame of its strip, named ``"m2d 003 <phrase id>"`` and
+  tagged with the custom property ``m2d_owner``;
+* two NLA tracks on top of the armature's stack, ``"m2d A"`` (even phrases: full influence,
+  ``HOLD_FORWARD``, no blends) and ``"m2d B"`` above it (odd phrases: ``REPLACE``, blend in and
+  out over the crossfade, ``NOTHING`` outside), so only the upper strip ever fades and the pose
+  never dips toward rest; quaternion curves are sign-aligned with the previous phrase at each
+  crossfade and Euler curves unwrapped to it, because the NLA blends channel by channel;
+* the song as a sound strip ``"m2d song"`` in the sequencer, timeline markers ``"m2d beat N"``
+  on every music beat and ``"m2d phrase N <id>"`` on every phrase start, and the scene's frame
+  range set to the song.
+
+Nothing of the user's is touched: their tracks, strips, actions, markers and sequencer strips
+stay as they are (an active action of theirs stays assigned and overrides our tracks on the
+channels it animates; a warning says so). Re-applying replaces our previous tracks, strips,
+actions, sound strip and markers. The new tracks and actions are built first and the old ones
+removed only when everything succeeded, so any error leaves the armature as it was.
+
+Metrics (:func:`evaluate_plan`) are computed from the evaluated animation: by default with
+:func:`evaluate_rig`, a numpy re-implementation of exactly what Blender evaluates for this
+setup (our two tracks, linear keys on whole frames, pose-bone FK), proven equal to the depsgraph
+by ``tests/blender/test_choreograph.py``; when anything else could influence the pose (an
+active action, other tracks above ours, constraints, drivers, non-default inheritance) the
+depsgraph itself is sampled frame by frame instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import bpy
+import numpy as np
+
+from . import compat
+from .core import metrics as M
+from .core import placement as P
+from .core import rigmath as rm
+from .core.errors import M2DError
+from .core.motion import detect_dance_beats
+from .core.phrasing import BEAT_DERIVATIVES
+from .core.plan import Plan
+from .core.retargeting import leg_length
+from .core.skeleton import CANON_JOINTS, FEET, ROOT
+
+log = logging.getLogger(__name__)
+
+TRACK_LOWER = "m2d A"
+TRACK_UPPER = "m2d B"
+SOUND_STRIP = "m2d song"
+MARKER_PREFIX = "m2d "
+OWNER_PROP = "m2d_owner"
+OWNER = "blender_m2d"
+
+_PATH_RE = re.compile(r'^pose\.bones\["((?:[^"\\]|\\.)*)"\]\.(\w+)$')
+
+
+# =========================================================================== small helpers
+def scene_fps(scene) -> float:
+    return scene.render.fps / scene.render.fps_base
+
+
+def is_ours(idblock_or_track) -> bool:
+    """True for tracks/actions/strips blender_m2d created."""
+    name = getattr(idblock_or_track, "name", "")
+    if isinstance(idblock_or_track, bpy.types.NlaTrack):
+        return name in (TRACK_LOWER, TRACK_UPPER) or name.startswith(MARKER_PREFIX)
+    try:
+        return idblock_or_track.get(OWNER_PROP) == OWNER
+    except (AttributeError, TypeError):
+        return False
+
+
+def _action_name(index: int, phrase_id: str) -> str:
+    name = f"m2d {index:03d} {phrase_id}"
+    return name if len(name.encode("utf-8")) <= 63 else name.encode("utf-8")[:63].decode(
+        "utf-8", "ignore")
+
+
+def _sequences(se):
+    """Top-level sequencer strips (``strips`` on 4.4+, ``sequences`` on 4.2)."""
+    return se.strips if hasattr(se, "strips") else se.sequences
+
+
+# =========================================================================== channels
+@dataclass
+class ActionChannels:
+    """Keyed values of one of our actions on whole frames ``frame_start..frame_end``."""
+
+    frame_start: int
+    frame_end: int
+    channels: dict[tuple[str, str], np.ndarray]
+    """``(bone, property) -> (n_frames, dim)`` values."""
+
+
+def read_action(action, frame_start: int, frame_end: int) -> ActionChannels:
+    """Read all pose-bone F-curves of ``action`` as arrays on frames ``frame_start..frame_end``.
+
+    Keys on exactly those whole frames (what :func:`blender_m2d.retarget.write_action` writes
+    for a motion at the scene rate) are read directly; anything else is sampled with
+    ``fcurve.evaluate``.
+    """
+    n = frame_end - frame_start + 1
+    frames = np.arange(frame_start, frame_end + 1, dtype=np.float64)
+    out: dict[tuple[str, str], dict[int, np.ndarray]] = {}
+    for fc in compat.action_fcurves(action, None, create=False) or ():
+        m = _PATH_RE.match(fc.data_path)
+        if not m:
+            continue
+        bone, prop = m.group(1).replace('\\"', '"'), m.group(2)
+        kp = fc.keyframe_points
+        co = np.empty(2 * len(kp), np.float64)
+        kp.foreach_get("co", co)
+        t, v = co[0::2], co[1::2]
+        if t.size == n and np.allclose(t, frames, atol=1e-4):
+            vals = v
+        else:
+            vals = np.array([fc.evaluate(f) for f in frames])
+        out.setdefault((bone, prop), {})[fc.array_index] = vals
+    channels = {}
+    for key, comps in out.items():
+        dim = max(comps) + 1
+        arr = np.zeros((n, dim))
+        for i, v in comps.items():
+            arr[:, i] = v
+        channels[key] = arr
+    return ActionChannels(frame_start, frame_end, channels)
+
+
+def _write_channel(action, bone: str, prop: str, values: np.ndarray) -> None:
+    """Overwrite the key values (not times) of one channel of ``action``."""
+    fcs = compat.action_fcurves(action, None, create=False)
+    for i in range(values.shape[1]):
+        fc = fcs.find(f'pose.bones["{bone}"].{prop}', index=i)
+        if fc is None:
+            continue
+        kp = fc.keyframe_points
+        co = np.empty(2 * len(kp), np.float64)
+        kp.foreach_get("co", co)
+        co[1::2] = values[:, i]
+        kp.foreach_set("co", co.astype(np.float32))
+        fc.update()
+
+
+def align_channels(prev: ActionChannels, nxt: ActionChannels, action, frame: int) -> int:
+    """Make ``nxt``'s rotation channels blend correctly with ``prev``'s at scene ``frame``:
+    flip quaternion curves into the hemisphere of ``prev``'s value there, shift Euler curves by
+    whole turns to within half a turn of it. Edits ``action`` (and ``nxt``); returns the number
+    of curves changed."""
+    changed = 0
+    ia, ib = frame - prev.frame_start, frame - nxt.frame_start
+    for (bone, prop), vals in nxt.channels.items():
+        ref = prev.channels.get((bone, prop))
+        if ref is None or not (0 <= ia < len(ref)) or not (0 <= ib < len(vals)):
+            continue
+        if prop == "rotation_quaternion":
+            if float(np.dot(ref[ia], vals[ib])) < 0:
+                vals *= -1.0
+                _write_channel(action, bone, prop, vals)
+                changed += 1
+        elif prop == "rotation_euler":
+            k = np.round((ref[ia] - vals[ib]) / math.tau)
+            if np.any(k != 0):
+                vals += k[None, :] * math.tau
+                _write_channel(action, bone, prop, vals)
+                changed += 1
+    return changed
+
+
+# =========================================================================== rig evaluation
+@dataclass
+class RigModel:
+    """What FK needs about an armature, read once from bpy."""
+
+    names: tuple[str, ...]            # bones, parents first
+    parent: np.ndarray                # index into names, -1 for roots
+    rest: np.ndarray                  # (B, 4, 4) bone.matrix_local
+    length: np.ndarray                # (B,)
+    modes: tuple[str, ...]            # pose-bone rotation modes
+    defaults: dict[tuple[str, str], np.ndarray]   # current pose values of every channel
+    world: np.ndarray                 # (4, 4) object matrix_world
+
+    @classmethod
+    def of(cls, ob) -> RigModel:
+        bones = list(ob.data.bones)
+        depth = {}
+        for b in bones:
+            d, p = 0, b.parent
+            while p is not None:
+                d, p = d + 1, p.parent
+            depth[b.name] = d
+        bones.sort(key=lambda b: depth[b.name])
+        names = tuple(b.name for b in bones)
+        idx = {n: i for i, n in enumerate(names)}
+        parent = np.array([idx[b.parent.name] if b.parent else -1 for b in bones])
+        rest = np.array([np.array(b.matrix_local) for b in bones], dtype=np.float64)
+        length = np.array([b.length for b in bones], dtype=np.float64)
+        modes, defaults = [], {}
+        for name in names:
+            pb = ob.pose.bones[name]
+            modes.append(pb.rotation_mode)
+            defaults[(name, "location")] = np.array(pb.location, dtype=np.float64)
+            defaults[(name, "rotation_quaternion")] = np.array(pb.rotation_quaternion,
+                                                               dtype=np.float64)
+            defaults[(name, "rotation_euler")] = np.array(pb.rotation_euler, dtype=np.float64)
+            defaults[(name, "rotation_axis_angle")] = np.array(pb.rotation_axis_angle,
+                                                               dtype=np.float64)
+            defaults[(name, "scale")] = np.array(pb.scale, dtype=np.float64)
+        return cls(names, parent, rest, length, tuple(modes), defaults,
+                   np.array(ob.matrix_world, dtype=np.float64))
+
+    def pose_matrices(self, channels: Mapping[tuple[str, str], np.ndarray], n: int,
+                      bones: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Armature-space pose matrices [shape=(n, 4, 4)] per bone from channel values
+        (missing channels take the pose's current values), as Blender's pose evaluation does:
+        ``pose = parent_pose @ parent_rest^-1 @ rest @ T(loc) @ R(rot) @ S(scale)``."""
+        want = None
+        if bones is not None:
+            want = set()
+            for b in bones:
+                i = self.names.index(b)
+                while i >= 0:
+                    want.add(self.names[i])
+                    i = int(self.parent[i])
+        out: dict[str, np.ndarray] = {}
+        for i, name in enumerate(self.names):
+            if want is not None and name not in want:
+                continue
+
+            def ch(prop, dim, name=name):
+                v = channels.get((name, prop))
+                if v is None:
+                    return np.broadcast_to(self.defaults[(name, prop)][:dim], (n, dim))
+                return v
+
+            mode = self.modes[i]
+            if mode == "QUATERNION":
+                r = rm.quat_to_matrix(rm.quat_normalize(ch("rotation_quaternion", 4)))
+            elif mode == "AXIS_ANGLE":
+                aa = ch("rotation_axis_angle", 4)
+                axis = aa[:, 1:] / np.maximum(np.linalg.norm(aa[:, 1:], axis=1, keepdims=True),
+                                              1e-12)
+                half = aa[:, 0] * 0.5
+                q = np.concatenate([np.cos(half)[:, None], axis * np.sin(half)[:, None]], axis=1)
+                r = rm.quat_to_matrix(q)
+            else:
+                r = rm.euler_to_matrix(ch("rotation_euler", 3), mode)
+            basis = np.zeros((n, 4, 4))
+            basis[:, :3, :3] = r * ch("scale", 3)[:, None, :]
+            basis[:, :3, 3] = ch("location", 3)
+            basis[:, 3, 3] = 1.0
+            p = int(self.parent[i])
+            if p < 0:
+                out[name] = self.rest[i] @ basis
+            else:
+                offs = np.linalg.inv(self.rest[p]) @ self.rest[i]
+                out[name] = out[self.names[p]] @ offs @ basis
+        return out
+
+
+def rig_is_plain(ob) -> tuple[bool, str]:
+    """Whether :func:`evaluate_rig` reproduces Blender exactly for ``ob`` (and why not)."""
+    ad = ob.animation_data
+    if ad is not None and ad.action is not None:
+        return False, f"the armature has an active action '{ad.action.name}'"
+    if ad is not None:
+        ours = False
+        for t in ad.nla_tracks:
+            if is_ours(t):
+                ours = True
+            elif ours and not t.mute and len(t.strips):
+                return False, f"track '{t.name}' lies above the dance tracks"
+        if len(ad.drivers):
+            return False, "the armature has drivers"
+    for pb in ob.pose.bones:
+        if len(pb.constraints):
+            return False, f"bone '{pb.name}' has constraints"
+        b = pb.bone
+        if not b.use_inherit_rotation or getattr(b, "inherit_scale", "FULL") != "FULL":
+            return False, f"bone '{b.name}' does not inherit its parent's full transform"
+        if b.use_connect and np.any(np.abs(np.array(pb.location)) > 0):
+            return False, f"connected bone '{b.name}' has a location offset"
+    if ob.parent is not None or len(ob.constraints):
+        return False, "the armature object is parented or constrained"
+    return True, ""
+
+
+def blend_channels(layers: Sequence[ActionChannels], *, xf_frames: int, frame_first: int,
+                   frame_last: int) -> dict[tuple[str, str], np.ndarray]:
+    """The NLA result of our two tracks per channel on frames ``frame_first..frame_last``.
+
+    ``layers[i]`` is phrase i (even: lower track, held forward; odd: upper track, linear blend
+    in/out over ``xf_frames``, nothing outside). Channels are mixed linearly with the upper
+    strip's influence, as Blender's NLA does for ``REPLACE`` strips (quaternions component-wise;
+    the pose normalises them); a channel the active strip of a track does not animate takes its
+    default there (what Blender does), not a held value.
+    """
+    frames = np.arange(frame_first, frame_last + 1)
+    n = frames.size
+    dims: dict[tuple[str, str], int] = {}
+    for lay in layers:
+        for k, v in lay.channels.items():
+            dims[k] = v.shape[1]
+    lower = {k: np.full((n, d), np.nan) for k, d in dims.items()}
+    upper = {k: v.copy() for k, v in lower.items()}
+    w = np.zeros(n)
+    last = len(layers) - 1
+    for i, lay in enumerate(layers):
+        if i % 2 == 0:
+            # the track's active strip alone decides: a channel it does not animate is not
+            # held from an earlier strip but falls back to its default
+            sel = frames >= lay.frame_start
+            idx = np.clip(frames[sel] - lay.frame_start, 0, lay.frame_end - lay.frame_start)
+            for k in dims:
+                v = lay.channels.get(k)
+                lower[k][sel] = np.nan if v is None else v[idx]
+        else:
+            sel = (frames >= lay.frame_start) & (frames <= lay.frame_end)
+            f = frames[sel]
+            for k in dims:
+                v = lay.channels.get(k)
+                upper[k][sel] = np.nan if v is None else v[f - lay.frame_start]
+            infl = np.ones(f.size)
+            if i > 0:
+                infl = np.minimum(infl, (f - lay.frame_start) / xf_frames)
+            if i < last:
+                infl = np.minimum(infl, (lay.frame_end - f) / xf_frames)
+            w[sel] = np.clip(infl, 0.0, 1.0)
+    out = {}
+    for k in dims:
+        lo, up = lower[k], upper[k]
+        lo = np.where(np.isnan(lo), _channel_default(k[1], lo.shape[1]), lo)
+        up = np.where(np.isnan(up), lo, up)
+        out[k] = (1.0 - w)[:, None] * lo + w[:, None] * up
+    return out
+
+
+def _channel_default(prop: str, dim: int) -> np.ndarray:
+    """What the NLA evaluates a channel to where no strip animates it (the RNA default)."""
+    if prop == "rotation_quaternion":
+        return np.array([1.0, 0.0, 0.0, 0.0])[:dim]
+    if prop == "scale":
+        return np.ones(dim)
+    if prop == "rotation_axis_angle":
+        return np.array([0.0, 0.0, 1.0, 0.0])[:dim]
+    return np.zeros(dim)
+
+
+def joint_positions(model: RigModel, mats: Mapping[str, np.ndarray],
+                    bone_map: Mapping[str, str]) -> np.ndarray:
+    """World head positions [shape=(F, J, 3)] of the canonical joints (unmapped joints: NaN)."""
+    n = next(iter(mats.values())).shape[0]
+    out = np.full((n, len(CANON_JOINTS), 3), np.nan)
+    for j, joint in enumerate(CANON_JOINTS):
+        bone = bone_map.get(joint)
+        if bone in mats:
+            out[:, j] = (mats[bone][:, :3, 3] @ model.world[:3, :3].T) + model.world[:3, 3]
+    return out
+
+
+def depsgraph_joint_positions(ob, bone_map: Mapping[str, str], frames: Sequence[int],
+                              scene=None) -> np.ndarray:
+    """World head positions [shape=(F, J, 3)] of the canonical joints from the depsgraph."""
+    scene = scene or bpy.context.scene
+    keep = scene.frame_current
+    out = np.full((len(frames), len(CANON_JOINTS), 3), np.nan)
+    try:
+        for k, f in enumerate(frames):
+            scene.frame_set(int(f))
+            dg = bpy.context.evaluated_depsgraph_get()
+            ev = ob.evaluated_get(dg)
+            mw = np.array(ev.matrix_world)
+            for j, joint in enumerate(CANON_JOINTS):
+                bone = bone_map.get(joint)
+                if bone:
+                    h = np.array(ev.pose.bones[bone].head)
+                    out[k, j] = mw[:3, :3] @ h + mw[:3, 3]
+    finally:
+        scene.frame_set(keep)
+    return out
+
+
+# =========================================================================== apply
+@dataclass
+class AppliedPlan:
+    """Result of :func:`apply_plan`."""
+
+    plan: Plan
+    actions: list = field(default_factory=list)
+    placed: list = field(default_factory=list)
+    bone_map: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+    evaluation: str = ""
+    positions: np.ndarray | None = None
+    """World joint positions [shape=(F, J, 3)] of the evaluated animation (frames
+    ``plan.frame_start..plan.frame_end``)."""
+
+
+def _write(retarget, armature_ob, pm, **kw):
+    """``retarget.write_action`` with the same channels for every phrase: location keys only on
+    the root (``slack_m=0``), because a channel that one phrase animates and the next does not
+    falls back to its default in the NLA and pops at the seam."""
+    import inspect
+
+    if "slack_m" in inspect.signature(retarget.write_action).parameters:
+        kw["slack_m"] = 0.0
+    return retarget.write_action(armature_ob, pm, **kw)
+
+
+def write_actions(armature_ob, placed, *, bone_map, fps: float, scale: float
+                  ) -> tuple[list, list[ActionChannels]]:
+    """One Action per placed phrase and its channel values (as keyed, float32).
+
+    Solves the retarget once for all phrases together (:func:`blender_m2d.retarget.solve_pose`
+    on the concatenated frames, which is what :func:`~blender_m2d.retarget.write_action` does
+    per phrase) and writes each phrase's slice; falls back to one ``write_action`` per phrase
+    (then reads the keys back) when the retarget module lacks the pieces. Every action gets the
+    same channels: rotations of the keyed bones, the root's location, zero locations of
+    unmapped free bones.
+    """
+    from . import retarget
+    from .core.library import PhraseMotion
+
+    needed = ("solve_pose", "_rotation_channels", "_write_curves")
+    if not all(hasattr(retarget, n) for n in needed):
+        acts = [_write(retarget, armature_ob, pm, name=_action_name(pm.index, pm.phrase_id),
+                       bone_map=bone_map, frame_start=float(pm.frame_start), fps=fps,
+                       scale=scale) for pm in placed]
+        return acts, [read_action(a, pm.frame_start, pm.frame_end) for a, pm in zip(acts, placed)]
+    import inspect
+
+    kw = {"scale": scale}
+    if "slack_m" in inspect.signature(retarget.solve_pose).parameters:
+        kw["slack_m"] = 0.0
+    motion = PhraseMotion(fps, np.concatenate([pm.positions for pm in placed]).astype(np.float32),
+                          np.concatenate([pm.rotations for pm in placed]).astype(np.float32))
+    solved = retarget.solve_pose(armature_ob, motion, bone_map, **kw)
+    rot = {}
+    for bone in solved["keyed"]:
+        rot[bone] = retarget._rotation_channels(armature_ob.pose.bones[bone],
+                                                solved["basis"][bone])
+    root = solved["root"]
+    free = [b for b in solved["keyed"] if (root is None or b != root[0])
+            and b not in solved["mapped"] and not armature_ob.data.bones[b].use_connect]
+    bounds = np.cumsum([0] + [pm.n_frames for pm in placed])
+    acts, layers = [], []
+    try:
+        for pm, a, b in zip(placed, bounds[:-1], bounds[1:]):
+            times = pm.frame_start + np.arange(pm.n_frames, dtype=np.float64)
+            act, slot = compat.new_action(_action_name(pm.index, pm.phrase_id))
+            acts.append(act)
+            channels = {}
+            for bone, (prop, vals) in rot.items():
+                v = vals[a:b]
+                retarget._write_curves(act, slot, bone, prop, v, times)
+                channels[(bone, prop)] = v.astype(np.float32).astype(np.float64)
+            if root is not None:
+                v = root[1][a:b]
+                retarget._write_curves(act, slot, root[0], "location", v, times)
+                channels[(root[0], "location")] = v.astype(np.float32).astype(np.float64)
+            for bone in free:
+                z = np.zeros((b - a, 3))
+                retarget._write_curves(act, slot, bone, "location", z, times)
+                channels[(bone, "location")] = z
+            act["m2d_scale"] = float(solved["scale"])
+            layers.append(ActionChannels(pm.frame_start, pm.frame_end, channels))
+    except BaseException:
+        for act in acts:
+            bpy.data.actions.remove(act)
+        raise
+    return acts, layers
+
+
+def _library_motions(library, ids: Sequence[str]) -> tuple[dict, dict]:
+    motions, durations = {}, {}
+    for pid in dict.fromkeys(ids):
+        motions[pid] = library.motion(pid)
+        durations[pid] = float(library.phrases[library.index_of(pid)].duration_s)
+    return motions, durations
+
+
+def reference_leg_length(motions: Mapping[str, object]) -> float:
+    """Body size every placed phrase is normalised to: the median leg length (hip to ankle, m)
+    of the phrases used."""
+    legs = [leg_length(np.asarray(m.positions)) for m in motions.values()]
+    return float(np.median(legs)) if legs else 1.0
+
+
+def place_plan(plan: Plan, library, *, options: P.PlacementOptions | None = None,
+               motions: Mapping | None = None) -> tuple[list, float]:
+    """Canonical placed motions of a plan and the leg length they were normalised to."""
+    if options is None:
+        opts = plan.placement or {}
+        options = P.PlacementOptions(
+            crossfade_s=float(opts.get("crossfade_s", P.CROSSFADE_S)),
+            rate_range=tuple(opts.get("rate_range", P.RATE_RANGE)),
+            feet=str(opts.get("feet", "lock")), root=str(opts.get("root", "hermite")),
+            release_s=float(opts.get("release_s", 1.0)),
+            contact_m=float(opts.get("contact_m", 0.05)),
+            contact_speed_m_s=float(opts.get("contact_speed_m_s", 1.0)))
+    if motions is None:
+        motions, durations = _library_motions(library, plan.phrase_ids)
+    else:
+        durations = {pid: float(library.phrases[library.index_of(pid)].duration_s)
+                     for pid in plan.phrase_ids}
+    ref_leg = reference_leg_length({pid: motions[pid] for pid in plan.phrase_ids})
+    placed = P.place_all(plan.phrases, motions, durations, fps=plan.fps,
+                         frame_start=plan.frame_start, xf_frames=plan.crossfade_frames,
+                         options=options, leg_length_m=ref_leg)
+    return placed, ref_leg
+
+
+def rig_bone_lengths(armature_ob, rig=None) -> tuple[float, ...]:
+    """Rest length (m) of the bone from each canonical joint's parent to it on the armature
+    (NaN where a joint is not mapped), for :class:`ChoreographyOptions.target_bone_lengths`."""
+    from . import retarget
+    from .core.skeleton import CANON_PARENTS
+
+    bone_map = retarget.resolve_bone_map(armature_ob, rig)
+    target, _ = retarget.target_rig(armature_ob, bone_map)
+    out = []
+    for j, p in enumerate(CANON_PARENTS):
+        if p < 0:
+            out.append(0.0)
+        elif j in target.joints and p in target.joints:
+            out.append(float(np.linalg.norm(target.rest_heads[j] - target.rest_heads[p])))
+        else:
+            out.append(float("nan"))
+    return tuple(out)
+
+
+def check_plan_fits(plan: Plan, library, scene) -> None:
+    if abs(scene_fps(scene) - plan.fps) > 1e-6:
+        raise M2DError(f"the plan was made for {plan.fps:g} fps but the scene runs at "
+                       f"{scene_fps(scene):g} fps; choreograph again for this scene")
+    lib_hash = str(getattr(library, "hash", ""))
+    if plan.library.get("hash") and lib_hash and plan.library["hash"] != lib_hash:
+        raise M2DError("the plan was made with another dance library (hash mismatch); use the "
+                       "library it names or choreograph again",
+                       path=plan.library.get("path") or None)
+    ids = set(library.ids)
+    missing = [p for p in plan.phrase_ids if p not in ids]
+    if missing:
+        raise M2DError(f"the dance library has no phrase {missing[0]!r} used by the plan")
+
+
+def apply_plan(armature_ob, plan: Plan, library, *, rig=None, scene=None, sound: bool = True,
+               markers: bool = True, evaluate: bool = True,
+               options: P.PlacementOptions | None = None,
+               progress: Callable[[float, str], None] | None = None) -> AppliedPlan:
+    """Place ``plan`` on ``armature_ob`` (see the module docstring).
+
+    Parameters
+    ----------
+    armature_ob : bpy.types.Object
+        The armature to animate.
+    plan : Plan
+    library : blender_m2d.core.library.Library
+        The library the plan was made with.
+    rig : str | dict | None
+        Bone map: preset name, bone-map JSON path, dict, or None to auto-detect.
+    sound, markers : bool
+        Add the song as a sound strip / beat and phrase markers.
+    evaluate : bool
+        Compute the metrics on the evaluated animation and put them in the returned plan.
+    options : PlacementOptions, optional
+        Override the plan's placement options (e.g. ``feet="none"`` for a plain crossfade).
+    """
+    from . import retarget
+
+    scene = scene or bpy.context.scene
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    def step(name: str, t_start: float) -> float:
+        now = time.perf_counter()
+        timings[name] = round(timings.get(name, 0.0) + now - t_start, 4)
+        if progress is not None:
+            progress(0.0, name)
+        return now
+
+    # ---- validate everything before touching the scene
+    check_plan_fits(plan, library, scene)
+    bone_map = retarget.resolve_bone_map(armature_ob, rig)
+    if sound:
+        song_path = plan.song.get("path")
+        if not song_path or not os.path.isfile(song_path):
+            raise M2DError("the song file is missing", path=song_path)
+    t = step("validate", t0)
+    placed, ref_leg = place_plan(plan, library, options=options)
+    t = step("placement", t)
+    rig_leg = retarget.leg_length_of(armature_ob, bone_map)
+    scale = rig_leg / ref_leg if ref_leg > 1e-9 else 1.0
+
+    ad = armature_ob.animation_data_create()
+    warnings = []
+    if ad.action is not None and not is_ours(ad.action):
+        warnings.append(f"armature '{armature_ob.name}' has the active action "
+                        f"'{ad.action.name}', which overrides the dance on the channels it "
+                        "animates; push it down to the NLA or unassign it to see the dance")
+    created_actions, new_tracks, layers = [], [], []
+    try:
+        created_actions, layers = write_actions(armature_ob, placed, bone_map=bone_map,
+                                                fps=plan.fps, scale=scale)
+        for act in created_actions:
+            act[OWNER_PROP] = OWNER
+        t = step("write_actions", t)
+        for i in range(1, len(layers)):
+            align_channels(layers[i - 1], layers[i], created_actions[i], placed[i].frame_start)
+        t = step("align_channels", t)
+        lower = ad.nla_tracks.new()
+        new_tracks.append(lower)
+        upper = ad.nla_tracks.new(prev=lower)
+        new_tracks.append(upper)
+        lower.name, upper.name = TRACK_LOWER + " (new)", TRACK_UPPER + " (new)"
+        xf = plan.crossfade_frames
+        last = len(placed) - 1
+        for i, (act, pm) in enumerate(zip(created_actions, placed)):
+            track = lower if i % 2 == 0 else upper
+            st = track.strips.new(act.name[:63], int(pm.frame_start), act)
+            compat.assign_action(st, act)
+            st.blend_type = "REPLACE"
+            st.use_auto_blend = False
+            if i % 2 == 0:
+                st.extrapolation = "HOLD_FORWARD"
+                st.blend_in = st.blend_out = 0.0
+            else:
+                st.extrapolation = "NOTHING"
+                st.blend_in = float(xf) if i > 0 else 0.0
+                st.blend_out = float(xf) if i < last else 0.0
+        t = step("nla", t)
+    except BaseException:
+        for tr in new_tracks:
+            ad.nla_tracks.remove(tr)
+        for act in created_actions:
+            bpy.data.actions.remove(act)
+        raise
+
+    # ---- commit: drop our previous tracks/actions, name the new ones
+    old_actions = []
+    for tr in [tr for tr in ad.nla_tracks if is_ours(tr) and tr not in new_tracks]:
+        old_actions += [s.action for s in tr.strips if s.action is not None]
+        ad.nla_tracks.remove(tr)
+    if ad.action is not None and is_ours(ad.action):
+        ad.action = None
+    for act in old_actions:
+        if is_ours(act) and act.users == 0:
+            bpy.data.actions.remove(act)
+    lower.name, upper.name = TRACK_LOWER, TRACK_UPPER
+    if sound:
+        set_song(scene, plan.song["path"], frame_start=plan.frame_start)
+    if markers:
+        set_markers(scene, plan)
+    scene.frame_start = plan.frame_start
+    scene.frame_end = plan.frame_end
+    t = step("sound_markers", t)
+
+    applied = AppliedPlan(plan=plan, actions=created_actions, placed=placed,
+                          bone_map=dict(bone_map), warnings=warnings)
+    new_plan = dataclasses.replace(
+        plan, armature={"name": armature_ob.name, "rig": rig if isinstance(rig, str) else None,
+                        "root_scale": round(scale, 6)},
+        timings_s={**plan.timings_s, **timings})
+    applied.plan = new_plan
+    if evaluate:
+        t = time.perf_counter()
+        applied = evaluate_plan(armature_ob, applied, layers=layers, scene=scene)
+        applied.plan = dataclasses.replace(
+            applied.plan, timings_s={**applied.plan.timings_s,
+                                     "metrics": round(time.perf_counter() - t, 4)})
+    for w in warnings:
+        log.warning(w)
+    return applied
+
+
+def has_audio() -> bool:
+    """Whether this Blender can play sound strips (the bpy 4.2 wheel is built without)."""
+    return bool(getattr(bpy.app.build_options, "audaspace", True))
+
+
+def set_song(scene, path: str, *, frame_start: int = 1):
+    """Put the song on the sequencer as ``"m2d song"`` (replacing ours); M2DError if Blender
+    cannot read it. Returns None (and logs) on a Blender built without audio."""
+    if not has_audio():
+        log.warning("this Blender has no audio support; the song is not added to the sequencer")
+        return None
+    se = scene.sequence_editor or scene.sequence_editor_create()
+    strips = _sequences(se)
+    for st in [s for s in strips if s.name.startswith(SOUND_STRIP)]:
+        snd = getattr(st, "sound", None)
+        strips.remove(st)
+        if snd is not None and snd.users == 0:
+            bpy.data.sounds.remove(snd)
+    used = {s.channel for s in strips}
+    channel = next(c for c in range(1, 129) if c not in used)
+    st = strips.new_sound(SOUND_STRIP, os.fspath(path), channel, int(frame_start))
+    snd = st.sound
+    if snd.samplerate == 0 or snd.channels == "INVALID":
+        strips.remove(st)
+        if snd.users == 0:
+            bpy.data.sounds.remove(snd)
+        raise M2DError("Blender cannot read this audio file", path=path)
+    return st
+
+
+def set_markers(scene, plan: Plan) -> None:
+    """Beat and phrase markers (ours replaced, the user's kept)."""
+    for m in [m for m in scene.timeline_markers if m.name.startswith(MARKER_PREFIX)]:
+        scene.timeline_markers.remove(m)
+    for n, b in enumerate(plan.beats_s, start=1):
+        m = scene.timeline_markers.new(f"{MARKER_PREFIX}beat {n}",
+                                       frame=round(plan.frame_start + b * plan.fps))
+        m.select = False
+    for ph in plan.phrases:
+        name = f"{MARKER_PREFIX}phrase {ph.index + 1} {ph.phrase_id}"[:63]
+        m = scene.timeline_markers.new(
+            name, frame=round(plan.frame_start + ph.music_start_s * plan.fps))
+        m.select = False
+
+
+def remove_plan(armature_ob, scene=None) -> None:
+    """Remove everything :func:`apply_plan` added (tracks, actions, sound strip, markers)."""
+    scene = scene or bpy.context.scene
+    ad = armature_ob.animation_data
+    if ad is not None:
+        acts = []
+        for tr in [tr for tr in ad.nla_tracks if is_ours(tr)]:
+            acts += [s.action for s in tr.strips if s.action is not None]
+            ad.nla_tracks.remove(tr)
+        for act in acts:
+            if is_ours(act) and act.users == 0:
+                bpy.data.actions.remove(act)
+    se = scene.sequence_editor
+    if se is not None:
+        strips = _sequences(se)
+        for st in [s for s in strips if s.name.startswith(SOUND_STRIP)]:
+            strips.remove(st)
+    for m in [m for m in scene.timeline_markers if m.name.startswith(MARKER_PREFIX)]:
+        scene.timeline_markers.remove(m)
+
+
+# =========================================================================== metrics
+def our_layers(armature_ob, plan: Plan) -> list[ActionChannels]:
+    """Channel data of the plan's actions as placed on our tracks."""
+    ad = armature_ob.animation_data
+    strips = {}
+    for tr in ad.nla_tracks if ad else ():
+        if is_ours(tr):
+            for s in tr.strips:
+                strips[round(s.frame_start)] = s
+    out = []
+    for ph in plan.phrases:
+        s = strips.get(ph.frame_start)
+        if s is None or s.action is None:
+            raise M2DError(f"phrase {ph.index + 1} is not on the armature's NLA; apply the plan")
+        out.append(read_action(s.action, round(s.frame_start), round(s.frame_end)))
+    return out
+
+
+def evaluate_plan(armature_ob, applied: AppliedPlan, *, layers=None, scene=None,
+                  force_depsgraph: bool = False) -> AppliedPlan:
+    """Measure the placed dance on the evaluated animation and store the metrics in the plan."""
+    scene = scene or bpy.context.scene
+    plan = applied.plan
+    bone_map = applied.bone_map
+    layers = layers or our_layers(armature_ob, plan)
+    f_first, f_last = plan.frame_start, plan.frame_end
+    n = f_last - f_first + 1
+    model = RigModel.of(armature_ob)
+    plain, why = rig_is_plain(armature_ob)
+    if plain and not force_depsgraph:
+        chans = blend_channels(layers, xf_frames=plan.crossfade_frames, frame_first=f_first,
+                               frame_last=f_last)
+        mats = model.pose_matrices(chans, n, bones=[b for b in bone_map.values()])
+        pos = joint_positions(model, mats, bone_map)
+        how = "numpy NLA evaluation (equal to the depsgraph, see tests)"
+    else:
+        pos = depsgraph_joint_positions(armature_ob, bone_map, range(f_first, f_last + 1), scene)
+        how = f"depsgraph ({why})" if why else "depsgraph"
+    root_bone = bone_map[CANON_JOINTS[ROOT]]
+    seams = []
+    for i in range(1, len(layers)):
+        a, b = layers[i - 1], layers[i]
+        f0, f1 = b.frame_start, a.frame_end
+        mid = (f0 + f1) // 2
+        ra = _root_alone(model, a, mid, root_bone)
+        rb = _root_alone(model, b, mid, root_bone)
+        seams.append(M.seam_root_metrics(pos[:, ROOT], frame0=f_first,
+                                         seam=M.Seam(i, f0, f1), fps=plan.fps,
+                                         root_a_mid=ra, root_b_mid=rb))
+    metrics = measure(pos, plan)
+    metrics["seams"] = {
+        "max_root_jump_cm": max((s["root_jump_cm"] for s in seams), default=0.0),
+        "max_root_gap_cm": max((s.get("root_gap_cm", 0.0) for s in seams), default=0.0),
+        "per_seam": seams}
+    metrics["evaluation"] = how
+    applied.plan = dataclasses.replace(plan, metrics=metrics)
+    applied.positions = pos
+    applied.evaluation = how
+    return applied
+
+
+def _root_alone(model: RigModel, layer: ActionChannels, frame: int, root_bone: str) -> np.ndarray:
+    k = frame - layer.frame_start
+    ch = {key: v[k:k + 1] for key, v in layer.channels.items()}
+    m = model.pose_matrices(ch, 1, bones=[root_bone])[root_bone][0]
+    return model.world[:3, :3] @ m[:3, 3] + model.world[:3, 3]
+
+
+def measure(positions: np.ndarray, plan: Plan) -> dict:
+    """Beat metrics and foot skate of an evaluated animation [shape=(F, J, 3)] on the plan's
+    frames (see :mod:`blender_m2d.core.metrics`)."""
+    pos = np.nan_to_num(positions)
+    dance_s = detect_dance_beats(pos, plan.fps, derivatives=BEAT_DERIVATIVES)
+    duration = plan.song["duration_s"]
+    beats = song_beat_range(plan)
+    out = {"beats": M.song_beat_metrics(dance_s, beats, duration)}
+    out["beats"]["dance_beats_s"] = [round(float(x), 4) for x in dance_s]
+    zones = P.seam_zones([(p.frame_start, p.frame_end) for p in plan.phrases], fps=plan.fps,
+                         release_s=float(plan.placement.get("release_s", 1.0)))
+    feet = pos[:, list(FEET)]
+    idx = [(z0 - plan.frame_start, z1 - plan.frame_start) for z0, _, _, z1 in zones]
+    xfs = [(f0 - plan.frame_start, f1 - plan.frame_start) for _, f0, f1, _ in zones]
+    out["feet"] = {"seam_zones": M.foot_skate(feet, plan.fps, idx),
+                   "crossfades_only": M.foot_skate(feet, plan.fps, xfs),
+                   "contact_m": M.CONTACT_M}
+    return out
+
+
+def song_beat_range(plan: Plan) -> np.ndarray:
+    b = np.asarray(plan.beats_s, dtype=np.float64)
+    return b[(b >= 0) & (b <= plan.song["duration_s"] + 1e-6)]
+
+
+# =========================================================================== swaps
+def replace_phrase(armature_ob, applied: AppliedPlan, index: int, phrase_id: str, library, *,
+                   scene=None, evaluate: bool = True) -> AppliedPlan:
+    """Swap the dance phrase of music phrase ``index`` for ``phrase_id`` and re-place it.
+
+    The phrase's warp is refitted and the placement recomputed; because root motion is chained,
+    the actions of phrases ``index - 1`` (its crossfade's feet) to the end are rewritten in place
+    on the existing strips; earlier phrases are untouched. The swapped phrase is marked locked.
+    """
+    from . import retarget
+
+    scene = scene or bpy.context.scene
+    plan = applied.plan
+    if not 0 <= index < len(plan.phrases):
+        raise M2DError(f"there is no phrase {index + 1} in this plan")
+    k = library.index_of(phrase_id)
+    meta = library.phrases[k]
+    old = plan.phrases[index]
+    pb = np.asarray([b for b in plan.beats_s
+                     if old.music_start_s - 1e-3 <= b <= old.music_end_s + 1e-3])
+    if pb.size == 0 or pb[0] > old.music_start_s + 1e-3:
+        pb = np.concatenate([[old.music_start_s], pb])
+    if pb[-1] < old.music_end_s - 1e-3:
+        pb = np.concatenate([pb, [old.music_end_s]])
+    rr = tuple(plan.placement.get("rate_range", P.RATE_RANGE))
+    warp = P.fit_warp(meta.beats_s, float(meta.duration_s), pb, rate_range=rr,
+                      dance_tempo_bpm=meta.tempo_bpm)
+    new_phrase = dataclasses.replace(old, phrase_id=phrase_id, locked=True, warp=warp.summary())
+    plan = plan.with_phrase(index, new_phrase)
+    placed, ref_leg = place_plan(plan, library)
+    bone_map = applied.bone_map or retarget.resolve_bone_map(armature_ob, None)
+    scale = retarget.leg_length_of(armature_ob, bone_map) / ref_leg
+    ad = armature_ob.animation_data
+    strips = {}
+    for tr in ad.nla_tracks:
+        if is_ours(tr):
+            for s in tr.strips:
+                strips[round(s.frame_start)] = s
+    prev_layer = None
+    for i in range(max(index - 1, 0), len(placed)):
+        pm = placed[i]
+        st = strips.get(pm.frame_start)
+        if st is None:
+            raise M2DError("the dance on the NLA does not match the plan; apply the plan again")
+        new = _write(retarget, armature_ob, pm, name=_action_name(i, pm.phrase_id),
+                     bone_map=bone_map, frame_start=float(pm.frame_start), fps=plan.fps,
+                     scale=scale)
+        new[OWNER_PROP] = OWNER
+        if prev_layer is None and i > 0:
+            prev_st = strips[placed[i - 1].frame_start]
+            prev_layer = read_action(prev_st.action, placed[i - 1].frame_start,
+                                     placed[i - 1].frame_end)
+        layer = read_action(new, pm.frame_start, pm.frame_end)
+        if prev_layer is not None:
+            align_channels(prev_layer, layer, new, pm.frame_start)
+        old_act = st.action
+        compat.assign_action(st, new)
+        st.name = new.name[:63]
+        if old_act is not None and is_ours(old_act) and old_act.users == 0:
+            bpy.data.actions.remove(old_act)
+        prev_layer = layer
+    if any(m.name.startswith(f"{MARKER_PREFIX}phrase {index + 1} ")
+           for m in scene.timeline_markers):
+        for m in scene.timeline_markers:
+            if m.name.startswith(f"{MARKER_PREFIX}phrase {index + 1} "):
+                m.name = f"{MARKER_PREFIX}phrase {index + 1} {phrase_id}"[:63]
+    out = AppliedPlan(plan=plan, actions=[s.action for s in strips.values()], placed=placed,
+                      bone_map=dict(bone_map), warnings=list(applied.warnings))
+    if evaluate:
+        out = evaluate_plan(armature_ob, out, scene=scene)
+    return out
