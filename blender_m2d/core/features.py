@@ -81,7 +81,7 @@ def phrase_features(audio: Audio, intervals_s: np.ndarray, *, analysis=None) -> 
     iv = np.asarray(intervals_s, dtype=np.float64).reshape(-1, 2)
     n_frames = 1 + audio.y.size // HOP_LENGTH
     mel_power = getattr(analysis, "mel_power", None)
-    if mel_power is None or mel_power.shape[0] != n_frames:
+    if analysis is not None and (mel_power is None or mel_power.shape[0] != n_frames):
         mel_power = an.mel_power_spectrogram(audio.y)
     if analysis is not None:
         beats_s, onsets_s = analysis.beats_s, analysis.onsets_s
@@ -91,8 +91,8 @@ def phrase_features(audio: Audio, intervals_s: np.ndarray, *, analysis=None) -> 
                                 hop_s=_hop_of(analysis.melody_times_s),
                                 method=analysis.melody_method)
     else:
-        env = an.onset_strength(mel_power)
-        beats_s = an.track_beats(an.beat_envelope(mel_power, env))
+        mel_power, chroma = an.mel_and_chroma(audio.y)
+        beats_s, env = an.song_beats(mel_power, chroma)
         onsets_s = an.detect_onsets(env)
         melody = mel_mod.extract_melody(audio.y, audio.sr)
     events = np.sort(np.concatenate([np.asarray(onsets_s, dtype=np.float64),

@@ -77,6 +77,28 @@ def mel_filterbank(*, sr: int, n_fft: int, n_mels: int) -> np.ndarray:
     return weights.astype(np.float32)
 
 
+def chroma_filterbank(*, sr: int, n_fft: int, n_chroma: int = 12) -> np.ndarray:
+    """``librosa.filters.chroma(sr=sr, n_fft=n_fft, tuning=0.0)``, shape (n_chroma, 1 + n_fft // 2).
+
+    Gaussian bumps around each pitch class (A = 440 Hz, no tuning estimate), each FFT bin's
+    column L2-normalised, then weighted by a Gaussian over octaves centred on octave 5 with a
+    2-octave width; C first.
+    """
+    frequencies = np.linspace(0, sr, n_fft, endpoint=False)[1:]
+    frqbins = n_chroma * np.log2(frequencies / (440.0 / 16))
+    # the 0 Hz bin: 1.5 octaves below bin 1, so it is spread over all pitch classes
+    frqbins = np.concatenate(([frqbins[0] - 1.5 * n_chroma], frqbins))
+    binwidth = np.concatenate((np.maximum(frqbins[1:] - frqbins[:-1], 1.0), [1.0]))
+    half = np.round(n_chroma / 2)
+    d = np.subtract.outer(frqbins, np.arange(n_chroma, dtype=np.float64)).T
+    d = np.remainder(d + half + 10 * n_chroma, n_chroma) - half
+    wts = np.exp(-0.5 * (2 * d / binwidth[None, :]) ** 2)
+    wts /= np.sqrt((wts ** 2).sum(axis=0, keepdims=True))
+    wts *= np.exp(-0.5 * ((frqbins / n_chroma - 5.0) / 2.0) ** 2)[None, :]
+    wts = np.roll(wts, -3 * (n_chroma // 12), axis=0)
+    return np.ascontiguousarray(wts[:, :1 + n_fft // 2]).astype(np.float32)
+
+
 def power_to_db(s: np.ndarray, *, ref: float = 1.0, amin: float = 1e-10,
                 top_db: float | None = 80.0) -> np.ndarray:
     """``10 log10(max(amin, S) / max(amin, ref))``, floored ``top_db`` below its maximum."""

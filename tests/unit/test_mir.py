@@ -11,7 +11,7 @@ import pytest
 librosa = pytest.importorskip("librosa")
 
 from blender_m2d.core import mir  # noqa: E402
-from blender_m2d.core.analysis import mel_power_spectrogram  # noqa: E402
+from blender_m2d.core.analysis import mel_and_chroma, mel_power_spectrogram  # noqa: E402
 from blender_m2d.core.audio import load_audio  # noqa: E402
 from blender_m2d.core.timebase import HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE  # noqa: E402
 
@@ -39,6 +39,18 @@ def test_filterbank_and_db_match_librosa(song):
     assert np.abs(mir.mel_filterbank(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS) - fb).max() < 1e-7
     assert np.array_equal(mir.power_to_db(mel), db)
     assert np.array_equal(mir.mfcc(db, n_mfcc=20), librosa.feature.mfcc(S=db, n_mfcc=20))
+
+
+def test_chromagram_matches_librosa_chroma_stft(song):
+    audio = song[0]
+    fb = librosa.filters.chroma(sr=SAMPLE_RATE, n_fft=N_FFT, tuning=0.0)
+    assert np.abs(mir.chroma_filterbank(sr=SAMPLE_RATE, n_fft=N_FFT) - fb).max() < 1e-7
+    mel, chroma = mel_and_chroma(audio.y[:30 * SAMPLE_RATE])
+    assert np.array_equal(mel, mel_power_spectrogram(audio.y[:30 * SAMPLE_RATE]))
+    ref = librosa.feature.chroma_stft(y=audio.y[:30 * SAMPLE_RATE], sr=SAMPLE_RATE, n_fft=N_FFT,
+                                      hop_length=HOP_LENGTH, tuning=0.0)
+    assert ref.shape == chroma.T.shape
+    assert np.abs(ref - chroma.T).max() < 1e-4
 
 
 def test_onset_envelope_tempo_beats_and_onsets_are_identical(song):
