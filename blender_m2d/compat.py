@@ -97,9 +97,33 @@ def ensure_fcurve(action, slot, data_path: str, index: int = 0, *, group: str | 
     fc = fcurves.find(data_path, index=index)
     if fc is not None:
         return fc
-    if has_slots():
-        return fcurves.new(data_path, index=index, group_name=group or "")
-    return fcurves.new(data_path, index=index, action_group=group or "")
+    if not has_slots():                        # 4.2: Action.fcurves.new(action_group=...)
+        return fcurves.new(data_path, index=index, action_group=group or "")
+    if group:
+        try:                                   # 5.0: ChannelBag fcurves.new(group_name=...)
+            return fcurves.new(data_path, index=index, group_name=group)
+        except TypeError:                      # 4.4/4.5: no group_name keyword
+            pass
+    fc = fcurves.new(data_path, index=index)
+    if group:
+        _set_group(fcurves, fc, group)
+    return fc
+
+
+def _set_group(fcurves, fc, group: str) -> None:
+    """Put ``fc`` in the channel group ``group`` of its channelbag where the API allows it
+    (4.4/4.5: ``channelbag.groups`` + ``FCurve.group``); a missing group is cosmetic only."""
+    bag = getattr(fcurves, "data", None)       # the collection's owner: the channelbag
+    groups = getattr(bag, "groups", None)
+    if groups is None:
+        return
+    try:
+        grp = groups.get(group) if hasattr(groups, "get") else None
+        if grp is None:
+            grp = groups.new(group)
+        fc.group = grp
+    except (AttributeError, TypeError, RuntimeError, ValueError):
+        pass
 
 
 def assign_action(target, action, slot=None) -> None:

@@ -124,7 +124,8 @@ def read_action(action, frame_start: int, frame_end: int) -> ActionChannels:
         co = np.empty(2 * len(kp), np.float64)
         kp.foreach_get("co", co)
         t, v = co[0::2], co[1::2]
-        if t.size == n and np.allclose(t, frames, atol=1e-4):
+        if t.size == n and abs(t[0] - frame_start) <= 1e-4 and abs(t[-1] - frame_end) <= 1e-4 \
+                and np.all(np.abs(t - frames) <= 1e-4):
             vals = v
         else:
             vals = np.array([fc.evaluate(f) for f in frames])
@@ -614,8 +615,10 @@ def apply_plan(armature_ob, plan: Plan, library, *, rig=None, scene=None, sound:
     try:
         created_actions, layers = write_actions(armature_ob, placed, bone_map=bone_map,
                                                 fps=plan.fps, scale=scale)
-        for act in created_actions:
+        for act, pm in zip(created_actions, placed):
             act[OWNER_PROP] = OWNER
+            act[PLACE_PROP] = _placement_record(pm, ref_leg)
+            act[REV_PROP] = _next_rev()
         t = step("write_actions", t)
         for i in range(1, len(layers)):
             align_channels(layers[i - 1], layers[i], created_actions[i], placed[i].frame_start)
@@ -809,6 +812,7 @@ def evaluate_plan(armature_ob, applied: AppliedPlan, *, layers=None, scene=None,
     applied.plan = dataclasses.replace(plan, metrics=metrics)
     applied.positions = pos
     applied.evaluation = how
+    _remember(armature_ob, pos)
     return applied
 
 
@@ -845,13 +849,24 @@ def song_beat_range(plan: Plan) -> np.ndarray:
 
 
 # =========================================================================== swaps
+def _rename_phrase_marker(scene, index: int, phrase_id: str) -> None:
+    prefix = f"{MARKER_PREFIX}phrase {index + 1} "
+    for m in scene.timeline_markers:
+        if m.name.startswith(prefix):
+            m.name = f"{prefix}{phrase_id}"[:63]
+
+
 def replace_phrase(armature_ob, applied: AppliedPlan, index: int, phrase_id: str, library, *,
-                   scene=None, evaluate: bool = True) -> AppliedPlan:
+                   scene=None, evaluate: bool = True, local: bool = True) -> AppliedPlan:
     """Swap the dance phrase of music phrase ``index`` for ``phrase_id`` and re-place it.
 
-    The phrase's warp is refitted and the placement recomputed; because root motion is chained,
-    the actions of phrases ``index - 1`` (its crossfade's feet) to the end are rewritten in place
-    on the existing strips; earlier phrases are untouched. The swapped phrase is marked locked.
+    The phrase's warp is refitted. By default (``local``) only the swapped phrase is placed
+    again, chained to the phrase before it, with the root difference to the phrase after it
+    spread over it, so no other phrase moves (:func:`replace_phrases`); only its action and the
+    seam zones of its neighbours are rewritten, in place. With ``local=False`` (or on an NLA
+    without placement records) the whole plan is placed again and, because root motion is
+    chained, the actions of phrases ``index - 1`` to the end are rewritten on the existing
+    strips; earlier phrases are untouched. The swapped phrase is marked locked.
     """
     from . import retarget
 
@@ -873,6 +888,12 @@ def replace_phrase(armature_ob, applied: AppliedPlan, index: int, phrase_id: str
                       dance_tempo_bpm=meta.tempo_bpm)
     new_phrase = dataclasses.replace(old, phrase_id=phrase_id, locked=True, warp=warp.summary())
     plan = plan.with_phrase(index, new_phrase)
+    if local:
+        out = replace_phrases(armature_ob, applied, plan, [index], library, scene=scene,
+                              evaluate=evaluate)
+        if out is not None:
+            _rename_phrase_marker(scene, index, phrase_id)
+            return out
     placed, ref_leg = place_plan(plan, library)
     bone_map = applied.bone_map or retarget.resolve_bone_map(armature_ob, None)
     scale = retarget.leg_length_of(armature_ob, bone_map) / ref_leg
@@ -892,6 +913,8 @@ def replace_phrase(armature_ob, applied: AppliedPlan, index: int, phrase_id: str
                      bone_map=bone_map, frame_start=float(pm.frame_start), fps=plan.fps,
                      scale=scale)
         new[OWNER_PROP] = OWNER
+        new[PLACE_PROP] = _placement_record(pm, ref_leg)
+        new[REV_PROP] = _next_rev()
         if prev_layer is None and i > 0:
             prev_st = strips[placed[i - 1].frame_start]
             prev_layer = read_action(prev_st.action, placed[i - 1].frame_start,
@@ -905,13 +928,487 @@ def replace_phrase(armature_ob, applied: AppliedPlan, index: int, phrase_id: str
         if old_act is not None and is_ours(old_act) and old_act.users == 0:
             bpy.data.actions.remove(old_act)
         prev_layer = layer
-    if any(m.name.startswith(f"{MARKER_PREFIX}phrase {index + 1} ")
-           for m in scene.timeline_markers):
-        for m in scene.timeline_markers:
-            if m.name.startswith(f"{MARKER_PREFIX}phrase {index + 1} "):
-                m.name = f"{MARKER_PREFIX}phrase {index + 1} {phrase_id}"[:63]
+    _rename_phrase_marker(scene, index, phrase_id)
     out = AppliedPlan(plan=plan, actions=[s.action for s in strips.values()], placed=placed,
                       bone_map=dict(bone_map), warnings=list(applied.warnings))
     if evaluate:
         out = evaluate_plan(armature_ob, out, scene=scene)
+    return out
+
+
+# =========================================================================== local edits
+PLACE_PROP = "m2d_place"
+"""Action custom property: JSON of how the phrase's canonical motion was placed (yaw,
+translation, optional ramp, reference leg length), so an edit can re-place a neighbour exactly
+as it is without re-placing the song from the start."""
+REV_PROP = "m2d_rev"
+"""Action custom property: revision stamp, changed whenever blender_m2d writes the action's
+keys (validates the cached evaluation after undo or outside edits)."""
+
+_REV = [0]
+_EVAL_CACHE: dict[str, tuple] = {}
+"""armature name -> (NLA token, world positions [F, J, 3]) of the last evaluation."""
+
+
+def _next_rev() -> str:
+    _REV[0] += 1
+    return f"{time.time_ns():x}.{_REV[0]}"
+
+
+def _placement_record(pm, ref_leg: float, ramp: dict | None = None) -> str:
+    import json
+
+    return json.dumps({"phrase_id": pm.phrase_id, "yaw": float(pm.yaw),
+                       "t": [float(x) for x in np.asarray(pm.translation)],
+                       "ramp": ramp, "ref_leg": float(ref_leg)})
+
+
+def _read_record(act) -> dict | None:
+    import json
+
+    try:
+        text = act.get(PLACE_PROP) if act is not None else None
+        return json.loads(text) if text else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _apply_ramp(pm, ramp: Mapping) -> None:
+    """Turn and move ``pm`` frame by frame: by ``s * dyaw`` about ``pivot`` plus ``s * dpos``
+    (horizontal), ``s`` a smoothstep from 0 at scene frame ``f0`` to 1 at ``f1``."""
+    frames = pm.frame_start + np.arange(pm.n_frames, dtype=np.float64)
+    f0, f1 = float(ramp["f0"]), float(ramp["f1"])
+    u = np.clip((frames - f0) / max(f1 - f0, 1.0), 0.0, 1.0)
+    s = u * u * (3.0 - 2.0 * u)
+    q = P.qz(s * float(ramp["dyaw"]))                       # (F, 4)
+    pivot = np.array([*ramp["pivot"][:2], 0.0])
+    dpos = np.array([*ramp["dpos"][:2], 0.0])
+    rel = pm.positions - pivot
+    pm.positions = P.qrot(q[:, None, :], rel) + pivot + s[:, None, None] * dpos
+    pm.rotations = P.qmul(q[:, None, :], pm.rotations)
+
+
+def _options_of(plan: Plan) -> P.PlacementOptions:
+    opts = plan.placement or {}
+    return P.PlacementOptions(
+        crossfade_s=float(opts.get("crossfade_s", P.CROSSFADE_S)),
+        rate_range=tuple(opts.get("rate_range", P.RATE_RANGE)),
+        feet=str(opts.get("feet", "lock")), root=str(opts.get("root", "hermite")),
+        release_s=float(opts.get("release_s", 1.0)),
+        contact_m=float(opts.get("contact_m", 0.05)),
+        contact_speed_m_s=float(opts.get("contact_speed_m_s", 1.0)))
+
+
+def _our_strips(ad) -> dict[int, object]:
+    out = {}
+    for tr in ad.nla_tracks if ad is not None else ():
+        if is_ours(tr):
+            for s in tr.strips:
+                out[round(s.frame_start)] = s
+    return out
+
+
+def _nla_token(armature_ob) -> tuple:
+    """What the cached evaluation depends on: our strips' actions and their revisions, and the
+    object's placement."""
+    strips = _our_strips(armature_ob.animation_data)
+    items = tuple((f, s.action.name if s.action else "",
+                   str(s.action.get(REV_PROP, "")) if s.action else "")
+                  for f, s in sorted(strips.items()))
+    mw = tuple(round(float(x), 6) for row in armature_ob.matrix_world for x in row)
+    return (armature_ob.name, items, mw)
+
+
+def _remember(armature_ob, positions: np.ndarray) -> None:
+    try:
+        _EVAL_CACHE[armature_ob.name] = (_nla_token(armature_ob), positions)
+    except (AttributeError, ReferenceError):
+        pass
+
+
+def _cached_positions(armature_ob, plan: Plan) -> np.ndarray | None:
+    hit = _EVAL_CACHE.get(armature_ob.name)
+    if hit is None or hit[0] != _nla_token(armature_ob):
+        return None
+    pos = hit[1]
+    if pos.shape[0] != plan.frame_end - plan.frame_start + 1:
+        return None
+    return pos
+
+
+def _fcurve_map(action) -> dict[tuple[str, int], object]:
+    fcs = compat.action_fcurves(action, None, create=False) or ()
+    return {(fc.data_path, fc.array_index): fc for fc in fcs}
+
+
+def _linear() -> int:
+    return bpy.types.Keyframe.bl_rna.properties["interpolation"].enum_items["LINEAR"].value
+
+
+def _put_keys(action, fmap: dict, bone: str, prop: str, frame_start: int,
+              values: np.ndarray, lo: int = 0) -> None:
+    """Write ``values`` [shape=(n, dim)] into the keys of frames ``frame_start + lo ...`` of a
+    channel of ``action`` (keys on every whole frame from ``frame_start``), in place; a curve
+    without those keys is rewritten whole (``lo`` must then be 0)."""
+    path = f'pose.bones["{bone}"].{prop}'
+    n = values.shape[0]
+    for i in range(values.shape[1]):
+        fc = fmap.get((path, i))
+        if fc is None:
+            fc = compat.ensure_fcurve(action, None, path, i, group=bone)
+            fmap[(path, i)] = fc
+        kp = fc.keyframe_points
+        m = len(kp)
+        co = np.empty(2 * m, np.float32)
+        if m:
+            kp.foreach_get("co", co)
+        if m >= lo + n and m and abs(co[0] - frame_start) < 1e-3 and \
+                abs(co[2 * (m - 1)] - (frame_start + m - 1)) < 1e-3:
+            co[2 * lo + 1:2 * (lo + n):2] = values[:, i]
+            kp.foreach_set("co", co)
+        else:
+            if lo:
+                raise M2DError("the dance on the NLA does not match the plan; apply the plan "
+                               "again")
+            if m:
+                kp.clear()
+            kp.add(n)
+            co = np.empty(2 * n, np.float32)
+            co[0::2] = frame_start + np.arange(n)
+            co[1::2] = values[:, i]
+            kp.foreach_set("co", co)
+            kp.foreach_set("interpolation", np.full(n, _linear(), np.int32))
+        fc.update()
+
+
+def _get_keys(fmap: dict, bone: str, prop: str, dim: int, lo: int, hi: int) -> np.ndarray | None:
+    """Key values of frames ``lo..hi-1`` (indices from the action's first key)."""
+    path = f'pose.bones["{bone}"].{prop}'
+    out = np.empty((hi - lo, dim))
+    for i in range(dim):
+        fc = fmap.get((path, i))
+        if fc is None:
+            return None
+        kp = fc.keyframe_points
+        co = np.empty(2 * len(kp), np.float32)
+        kp.foreach_get("co", co)
+        if len(kp) < hi:
+            return None
+        out[:, i] = co[2 * lo + 1:2 * hi:2]
+    return out
+
+
+def _match_sign(prop: str, vals: np.ndarray, ref: np.ndarray, k: int, k_ref: int) -> np.ndarray:
+    """``vals`` with quaternion sign / Euler turns chosen so ``vals[k]`` blends with
+    ``ref[k_ref]``."""
+    if prop == "rotation_quaternion":
+        if float(np.dot(vals[k], ref[k_ref])) < 0:
+            return -vals
+    elif prop == "rotation_euler":
+        turns = np.round((ref[k_ref] - vals[k]) / math.tau)
+        if np.any(turns != 0):
+            return vals + turns[None, :] * math.tau
+    return vals
+
+
+def replace_phrases(armature_ob, applied: AppliedPlan, new_plan: Plan, indices: Sequence[int],
+                    library, *, scene=None, evaluate: bool = True) -> AppliedPlan | None:
+    """Put ``new_plan``'s phrases ``indices`` on the NLA *locally* (the phrases' frames must be
+    those already placed).
+
+    Each run of consecutive changed phrases is placed again, chained to the phrase before it
+    as it stands; the phrase after it keeps its place, and the root position/heading difference
+    at that seam is spread over the run with a smoothstep ramp (so no later phrase moves).
+    Only the run's actions are rewritten whole (keys edited in place), plus the keys of the
+    neighbours' seam zones (crossfade, Hermite root, foot locking). Metrics are updated from
+    the previous evaluation for the frames that changed (the whole song is evaluated when
+    there is none to start from).
+
+    Returns None (nothing changed) when the NLA was not made by this version of
+    :func:`apply_plan` (no placement records) or does not match the plan; the caller then
+    falls back to re-placing everything.
+    """
+    from . import retarget
+    from .core.library import PhraseMotion
+
+    scene = scene or bpy.context.scene
+    old_plan = applied.plan
+    idx = sorted({int(i) for i in indices})
+    n_ph = len(new_plan.phrases)
+    if not idx or n_ph != len(old_plan.phrases) or any(
+            (a.frame_start, a.frame_end) != (b.frame_start, b.frame_end)
+            for a, b in zip(old_plan.phrases, new_plan.phrases)):
+        return None
+    ad = armature_ob.animation_data
+    strips = _our_strips(ad)
+    if len(strips) != n_ph:
+        return None
+    st_of = []
+    for ph in new_plan.phrases:
+        st = strips.get(ph.frame_start)
+        if st is None or st.action is None or round(st.frame_end) != ph.frame_end:
+            return None
+        st_of.append(st)
+    records = {}
+    need = set(idx) | {i - 1 for i in idx if i > 0} | {i + 1 for i in idx if i + 1 < n_ph}
+    for i in need:
+        rec = _read_record(st_of[i].action)
+        if rec is None:
+            return None
+        records[i] = rec
+    ref_leg = float(records[idx[0]]["ref_leg"])
+    bone_map = applied.bone_map or retarget.resolve_bone_map(armature_ob, None)
+    rig_leg = retarget.leg_length_of(armature_ob, bone_map)
+    scale = rig_leg / ref_leg if ref_leg > 1e-9 else 1.0
+    options = _options_of(new_plan)
+    fps, xf = new_plan.fps, new_plan.crossfade_frames
+    motions, durations = {}, {}
+
+    def place(i: int):
+        ph = new_plan.phrases[i]
+        if ph.phrase_id not in motions:
+            motions[ph.phrase_id] = library.motion(ph.phrase_id)
+            durations[ph.phrase_id] = float(
+                library.phrases[library.index_of(ph.phrase_id)].duration_s)
+        m = motions[ph.phrase_id]
+        warp = P.Warp.from_summary(ph.warp, durations[ph.phrase_id])
+        sc = ref_leg / max(leg_length(np.asarray(m.positions)), 1e-6)
+        return P.place_phrase(m, warp, index=ph.index, phrase_id=ph.phrase_id,
+                              frame_range=(ph.frame_start, ph.frame_end), fps=fps,
+                              frame_start=new_plan.frame_start, scale=sc)
+
+    def place_as_recorded(i: int):
+        rec = records[i]
+        if rec.get("phrase_id") != new_plan.phrases[i].phrase_id:
+            raise LookupError
+        pm = place(i)
+        pm.positions, pm.rotations = P.apply_yaw_translation(
+            pm.positions, pm.rotations, float(rec["yaw"]), np.asarray(rec["t"], np.float64))
+        pm.yaw, pm.translation = float(rec["yaw"]), np.asarray(rec["t"], np.float64)
+        if rec.get("ramp"):
+            _apply_ramp(pm, rec["ramp"])
+        return pm
+
+    runs: list[list[int]] = []
+    for i in idx:
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    old_pos = applied.positions
+    if old_pos is None and evaluate:
+        old_pos = _cached_positions(armature_ob, old_plan)     # before anything is written
+    # ---- numpy: place every run with its neighbours, decide what to write where
+    jobs = []   # (phrase index, placed motion, lo, hi): frames lo..hi-1 of the phrase change
+    new_records = {}
+    try:
+        for run in runs:
+            a, b = run[0], run[-1]
+            prev = place_as_recorded(a - 1) if a > 0 else None
+            nxt = place_as_recorded(b + 1) if b + 1 < n_ph else None
+            chain = [] if prev is None else [prev]
+            for i in run:
+                pm = place(i)
+                if chain:
+                    mid = min(pm.frame_start + xf // 2, chain[-1].frame_end)
+                    yaw, t = P.align_root(chain[-1], pm, mid)
+                else:
+                    rec0 = records[i]
+                    yaw, t = float(rec0["yaw"]), np.asarray(rec0["t"], np.float64)
+                pm.positions, pm.rotations = P.apply_yaw_translation(pm.positions,
+                                                                     pm.rotations, yaw, t)
+                pm.yaw, pm.translation = yaw, t
+                chain.append(pm)
+            ramp = None
+            if nxt is not None:
+                last = chain[-1]
+                mid = min(nxt.frame_start + xf // 2, last.frame_end)
+                piv = last.positions[mid - last.frame_start, 0]
+                ya = float(P.heading(last.positions[mid - last.frame_start]))
+                yb = float(P.heading(nxt.positions[mid - nxt.frame_start]))
+                target = nxt.positions[mid - nxt.frame_start, 0]
+                first = chain[1] if prev is not None else chain[0]
+                f0 = min(first.frame_start + xf // 2, prev.frame_end) if prev is not None \
+                    else first.frame_start
+                ramp = {"f0": int(f0), "f1": int(mid),
+                        "dyaw": float(math.remainder(yb - ya, math.tau)),
+                        "pivot": [float(piv[0]), float(piv[1])],
+                        "dpos": [float(target[0] - piv[0]), float(target[1] - piv[1])]}
+                for pm in chain[1 if prev is not None else 0:]:
+                    _apply_ramp(pm, ramp)
+            full = chain + ([nxt] if nxt is not None else [])
+            for k in range(1, len(full)):
+                ref = full[k - 1].rotations[full[k].frame_start - full[k - 1].frame_start]
+                full[k].rotations = P.make_continuous(full[k].rotations, ref)
+            if options.root == "hermite":
+                P.smooth_root_seams(full)
+            if options.feet == "lock" and len(full) > 1:
+                P.lock_feet(full, fps=fps, options=options)
+            zones = P.seam_zones([(pm.frame_start, pm.frame_end) for pm in full], fps=fps,
+                                 release_s=options.release_s)
+            if options.feet != "lock":
+                zones = [(f0, f0, f1, f1) for _, f0, f1, _ in zones]
+            if prev is not None:
+                lo = max(zones[0][0] - prev.frame_start, 0)
+                jobs.append((a - 1, prev, lo, prev.n_frames))
+            for pm in chain[1 if prev is not None else 0:]:
+                jobs.append((pm.index, pm, 0, pm.n_frames))
+                new_records[pm.index] = _placement_record(pm, ref_leg, ramp)
+            if nxt is not None:
+                hi = min(zones[-1][3] - nxt.frame_start + 1, nxt.n_frames)
+                jobs.append((b + 1, nxt, 0, hi))
+    except LookupError:
+        return None
+    # ---- one retarget solve over all changed frames
+    motion = PhraseMotion(fps, np.concatenate([pm.positions[lo:hi] for _, pm, lo, hi in jobs]),
+                          np.concatenate([pm.rotations[lo:hi] for _, pm, lo, hi in jobs]))
+    solved = retarget.solve_pose(armature_ob, motion, bone_map, scale=scale, slack_m=0.0)
+    rot = {bone: retarget._rotation_channels(armature_ob.pose.bones[bone],
+                                             solved["basis"][bone])
+           for bone in solved["keyed"]}
+    root = solved["root"]
+    chans = {(bone, prop): vals for bone, (prop, vals) in rot.items()}
+    if root is not None:
+        chans[(root[0], "location")] = root[1]
+    bounds = np.cumsum([0] + [hi - lo for _, _, lo, hi in jobs])
+    # ---- bpy: write keys in place
+    rot_props = ("rotation_quaternion", "rotation_euler")
+    written: list[tuple[int, int, np.ndarray]] = []    # (phrase, lo, values) per channel below
+    last_vals: dict[tuple[str, str], tuple[int, np.ndarray]] = {}   # scene frame0, values
+    fmaps = {}
+    for (i, pm, lo, hi), s0, s1 in zip(jobs, bounds[:-1], bounds[1:]):
+        act = st_of[i].action
+        if i not in fmaps:
+            fmaps[i] = _fcurve_map(act)
+        fmap = fmaps[i]
+        whole = i in new_records
+        for (bone, prop), vals in chans.items():
+            v = np.asarray(vals[s0:s1], dtype=np.float64)
+            if prop in rot_props:
+                if whole:                 # chained to what was just written before it
+                    ref = last_vals.get((bone, prop))
+                    if ref is not None and 0 <= pm.frame_start - ref[0] < len(ref[1]):
+                        v = _match_sign(prop, v, ref[1], 0, pm.frame_start - ref[0])
+                else:                     # continuous with the keys kept next to the window
+                    k = 0 if lo > 0 else hi - 1
+                    old = _get_keys(fmap, bone, prop, v.shape[1], lo + k, lo + k + 1)
+                    if old is not None:
+                        v = _match_sign(prop, v, old, k, 0)
+            _put_keys(act, fmap, bone, prop, pm.frame_start, v, lo)
+            last_vals[(bone, prop)] = (pm.frame_start + lo, v)
+        if whole:
+            act.name = _action_name(i, pm.phrase_id)
+            st_of[i].name = act.name[:63]
+            act[PLACE_PROP] = new_records[i]
+            act["m2d_scale"] = float(scale)
+        act[REV_PROP] = _next_rev()
+        written.append((i, lo, hi))
+        if not whole and lo == 0 and i > 0 and (i - 1) in new_records:
+            # the kept phrase after a run: its curves must blend with the run's end; where
+            # they do not, flip them (and so on down the song while the next one disagrees)
+            _cascade_signs(st_of, fmaps, i, n_ph)
+    del written
+    return _finish_local(armature_ob, applied, new_plan, st_of, runs, scene, evaluate=evaluate,
+                         old_pos=old_pos)
+
+
+def _cascade_signs(st_of, fmaps: dict, start: int, n_ph: int) -> None:
+    """Make every rotation curve of phrase ``start`` blend with phrase ``start - 1`` at its
+    first frame (quaternion sign / Euler turns), flipping whole curves of the following phrases
+    as long as they then disagree with their predecessor."""
+    def fmap_of(i):
+        if i not in fmaps:
+            fmaps[i] = _fcurve_map(st_of[i].action)
+        return fmaps[i]
+
+    prev_map = fmap_of(start - 1)
+    keys = {}
+    for (path, _i) in prev_map:
+        m = _PATH_RE.match(path)
+        if m and m.group(2) in ("rotation_quaternion", "rotation_euler"):
+            keys[(m.group(1).replace('\\"', '"'), m.group(2))] = path
+    for bone, prop in keys:
+        dim = 4 if prop == "rotation_quaternion" else 3
+        i = start
+        while i < n_ph:
+            pa, pb = st_of[i - 1], st_of[i]
+            fa, fb = fmap_of(i - 1), fmap_of(i)
+            k = round(pb.frame_start) - round(pa.frame_start)
+            ref = _get_keys(fa, bone, prop, dim, k, k + 1)
+            n = round(pb.frame_end) - round(pb.frame_start) + 1
+            cur = _get_keys(fb, bone, prop, dim, 0, n)
+            if ref is None or cur is None:
+                break
+            new = _match_sign(prop, cur, ref, 0, 0)
+            if new is cur:
+                break
+            _put_keys(pb.action, fb, bone, prop, round(pb.frame_start), new, 0)
+            pb.action[REV_PROP] = _next_rev()
+            i += 1
+
+
+def _finish_local(armature_ob, applied: AppliedPlan, new_plan: Plan, st_of, runs, scene, *,
+                  evaluate: bool, old_pos: np.ndarray | None) -> AppliedPlan:
+    """AppliedPlan of a local edit, with metrics updated for the frames that changed."""
+    out = AppliedPlan(plan=new_plan, actions=[s.action for s in st_of], placed=[],
+                      bone_map=dict(applied.bone_map), warnings=list(applied.warnings))
+    if not evaluate:
+        return out
+    plain, _why = rig_is_plain(armature_ob)
+    if old_pos is None or not plain or not applied.plan.metrics or \
+            old_pos.shape[0] != new_plan.frame_end - new_plan.frame_start + 1:
+        return evaluate_plan(armature_ob, out, scene=scene)
+    return _evaluate_local(armature_ob, out, old_pos, applied.plan.metrics, runs)
+
+
+def _evaluate_local(armature_ob, out: AppliedPlan, old_pos: np.ndarray, old_metrics: dict,
+                    runs: Sequence[Sequence[int]]) -> AppliedPlan:
+    """Metrics after a local edit: the numpy NLA evaluation redone on the frames around each
+    run (its neighbours included), spliced into the previous evaluation; the seams of the runs
+    measured again, the others kept; beat and foot metrics of the whole song recomputed from
+    the positions."""
+    plan = out.plan
+    bone_map = out.bone_map
+    n_ph = len(plan.phrases)
+    f_first = plan.frame_start
+    model = RigModel.of(armature_ob)
+    root_bone = bone_map[CANON_JOINTS[ROOT]]
+    strips = out.actions
+    pos = old_pos.copy()
+    seams = {int(s["index"]): s for s in (old_metrics.get("seams", {}) or {}).get("per_seam", [])}
+    for run in runs:
+        a, b = run[0], run[-1]
+        s0 = max(a - 2, 0)
+        s0 -= s0 % 2
+        s1 = min(b + 2, n_ph - 1)
+        layers = [read_action(strips[k], plan.phrases[k].frame_start, plan.phrases[k].frame_end)
+                  for k in range(s0, s1 + 1)]
+        w0 = plan.phrases[max(a - 1, 0)].frame_start
+        w1 = plan.phrases[min(b + 1, n_ph - 1)].frame_end
+        chans = blend_channels(layers, xf_frames=plan.crossfade_frames, frame_first=w0,
+                               frame_last=w1)
+        n = w1 - w0 + 1
+        mats = model.pose_matrices(chans, n, bones=list(bone_map.values()))
+        pos[w0 - f_first:w1 - f_first + 1] = joint_positions(model, mats, bone_map)
+        for k in range(max(a, 1), min(b + 1, n_ph - 1) + 1):
+            la, lb = layers[k - 1 - s0], layers[k - s0]
+            f0, f1 = lb.frame_start, la.frame_end
+            mid = (f0 + f1) // 2
+            seams[k] = M.seam_root_metrics(
+                pos[:, ROOT], frame0=f_first, seam=M.Seam(k, f0, f1), fps=plan.fps,
+                root_a_mid=_root_alone(model, la, mid, root_bone),
+                root_b_mid=_root_alone(model, lb, mid, root_bone))
+    per_seam = [seams[k] for k in sorted(seams)]
+    metrics = measure(pos, plan)
+    metrics["seams"] = {
+        "max_root_jump_cm": max((s["root_jump_cm"] for s in per_seam), default=0.0),
+        "max_root_gap_cm": max((s.get("root_gap_cm", 0.0) for s in per_seam), default=0.0),
+        "per_seam": per_seam}
+    how = old_metrics.get("evaluation") or \
+        "numpy NLA evaluation (equal to the depsgraph, see tests)"
+    metrics["evaluation"] = how
+    out.plan = dataclasses.replace(plan, metrics=metrics)
+    out.positions = pos
+    out.evaluation = how
+    _remember(armature_ob, pos)
     return out

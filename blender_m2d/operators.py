@@ -778,8 +778,24 @@ def rechoreograph_unlocked(context) -> str:
                                    timings_s=plan.timings_s)
         store_plan(context, kept)
         return f"No phrase changed ({len(locks)} locked)"
-    out = nla.apply_plan(ob, new, library, rig=applied.bone_map, scene=context.scene,
-                         sound=False, markers=True, evaluate=True)
+    import dataclasses
+
+    # phrases whose dance or timing changed; the others (locked or not) keep their place
+    moved = [i for i, (a, b) in enumerate(zip(plan.phrases, new.phrases))
+             if a.phrase_id != b.phrase_id or a.warp != b.warp
+             or (a.frame_start, a.frame_end) != (b.frame_start, b.frame_end)]
+    out = None
+    if len(new.phrases) == len(plan.phrases) and moved:
+        local = dataclasses.replace(new, metrics=plan.metrics, armature=plan.armature,
+                                    timings_s=plan.timings_s)
+        out = nla.replace_phrases(ob, applied, local, moved, library, scene=context.scene,
+                                  evaluate=True)
+        if out is not None:
+            for i in moved:
+                nla._rename_phrase_marker(context.scene, i, new.phrases[i].phrase_id)
+    if out is None:
+        out = nla.apply_plan(ob, new, library, rig=applied.bone_map, scene=context.scene,
+                             sound=False, markers=True, evaluate=True)
     store_plan(context, out.plan)
     return (f"Re-choreographed: {len(changed)} phrase(s) changed, {len(locks)} locked kept")
 
