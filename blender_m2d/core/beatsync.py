@@ -32,6 +32,7 @@ measured on the evaluated armature (:mod:`blender_m2d.nla`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -276,7 +277,7 @@ def _nudge(warp: Warp, det_t: np.ndarray, music: np.ndarray, rate_range) -> Warp
         r2 = (rgt[1] - tau) / (rgt[0] - tm)
         if lo_r <= r1 <= hi_r and lo_r <= r2 <= hi_r:
             a = [*left, (tm, tau), *right]
-    return Warp(np.asarray(a), warp.dance_duration_s, warp.n_anchored, warp.n_dance_beats)
+    return dataclasses.replace(warp, anchors=np.asarray(a))
 
 
 def _shifted(warp: Warp, d_s: float, rate_range) -> Warp | None:
@@ -293,13 +294,13 @@ def _shifted(warp: Warp, d_s: float, rate_range) -> Warp | None:
     moving = r[r > 1e-6]
     if moving.size and (moving.min() < rate_range[0] - 1e-6 or moving.max() > rate_range[1] + 1e-6):
         return None
-    return Warp(a, warp.dance_duration_s, warp.n_anchored, warp.n_dance_beats)
+    return dataclasses.replace(warp, anchors=a)
 
 
 def sync_warps(phrases: Sequence[SyncPhrase], warps: Sequence[Warp], music_beats_s: np.ndarray,
                *, xf_s: float, derivatives: str = "per_second",
                rate_range: tuple[float, float] = RATE_RANGE, sweeps: int = 3,
-               miss_cost: float = 1.0) -> SyncResult:
+               miss_cost: float = 1.0, accent: float = 0.0) -> SyncResult:
     """Improve ``warps`` so the detector's dance beats hit ``music_beats_s`` (module docstring).
 
     Returns the best warps found (never worse, on the whole-song detection, than the input)."""
@@ -340,19 +341,21 @@ def sync_warps(phrases: Sequence[SyncPhrase], warps: Sequence[Warp], music_beats
             cands: list[Warp] = [cur]
             if i not in lib_fits and lib_beats.size:
                 lib_fits[i] = fit_warp(lib_beats, ph.duration_s, ph.music_beats_s,
-                                       rate_range=rate_range, dance_tempo_bpm=ph.tempo_bpm)
+                                       rate_range=rate_range, dance_tempo_bpm=ph.tempo_bpm,
+                                       accent=accent)
             if i in lib_fits:
                 cands.append(lib_fits[i])
             for beats in (tau_det, np.union1d(tau_det, lib_beats)):
                 if beats.size:
                     cands.append(fit_warp(beats, ph.duration_s, ph.music_beats_s,
-                                          rate_range=rate_range, dance_tempo_bpm=ph.tempo_bpm))
+                                          rate_range=rate_range, dance_tempo_bpm=ph.tempo_bpm,
+                                          accent=accent))
             cands.append(_nudge(cur, own, ph.music_beats_s, rate_range))
             base = np.union1d(tau_det, lib_beats) if tau_det.size else lib_beats
             g = _rate_of(cur)
             for f in (0.8, 1.25):
                 cands.append(fit_warp(base, ph.duration_s, ph.music_beats_s,
-                                      rate_range=rate_range, target_rate=g * f))
+                                      rate_range=rate_range, target_rate=g * f, accent=accent))
             for d in (-2, -1, 1, 2):
                 s = _shifted(cur, d / DETECTOR_FPS, rate_range)
                 if s is not None:

@@ -169,7 +169,8 @@ def make_plan(*, song: dict, intervals_s: Sequence[tuple[float, float]],
             mb = np.asarray(phrase_beats_s[i], dtype=np.float64)
             warp = fit_warp(np.asarray(meta.beats_s, dtype=np.float64), float(meta.duration_s),
                             mb, rate_range=options.placement.rate_range,
-                            dance_tempo_bpm=getattr(meta, "tempo_bpm", None))
+                            dance_tempo_bpm=getattr(meta, "tempo_bpm", None),
+                            accent=options.placement.accent)
             cands = tuple(Candidate(ids[j], float(sc), float(pr)) for j, sc, pr in
                           zip(dec.top_index[i], dec.top_score[i], dec.top_prob[i]))
             placed.append(PlacedPhrase(
@@ -232,7 +233,8 @@ def _sync(placed: list[PlacedPhrase], library, phrase_beats_s, beats_s, fps: flo
             tempo_bpm=getattr(meta, "tempo_bpm", None)))
         warps.append(Warp.from_summary(ph.warp, float(meta.duration_s)))
     res = sync_warps(items, warps, np.asarray(beats_s, np.float64), xf_s=xf / fps,
-                     rate_range=options.placement.rate_range, sweeps=options.sync_sweeps)
+                     rate_range=options.placement.rate_range, sweeps=options.sync_sweeps,
+                     accent=options.placement.accent)
     out = [dataclasses.replace(ph, warp=w.summary()) for ph, w in zip(placed, res.warps)]
     info = {"sweeps": res.sweeps, "canonical_before": res.metrics_before,
             "canonical_after": res.metrics_after}

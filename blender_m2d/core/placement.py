@@ -25,7 +25,9 @@ Time warp (:func:`fit_warp`)
     two). After the last anchor the rest of the phrase runs at the natural rate (clamped); a
     dance phrase that runs out holds its last pose (``hold_s`` in the plan), one that is too
     long is cut. :mod:`blender_m2d.core.beatsync` then refines the anchors against the
-    dance-beat detector run on the composed dance.
+    dance-beat detector run on the composed dance. With ``accent`` > 0 (default 1) the song
+    time is first re-timed per music beat (:func:`accent_time`) so the dance stops on every
+    music beat and moves slightly faster in between; only the timing changes.
 
 Root motion (:func:`align_root`)
     Each phrase is turned about +Z and translated horizontally (``p' = Rz(a) p + t``,
@@ -68,6 +70,11 @@ from .skeleton import CANON_PARENTS, JOINT_INDEX
 
 RATE_RANGE = (0.5, 2.0)
 CROSSFADE_S = 0.3
+ACCENT = 1.0
+"""Default beat accent of the time warp (:func:`accent_time`): the dance stops on every music
+beat (chosen by measurement, docs/choreography.md; 0 is the plain piecewise-linear warp)."""
+ACCENT_WIDTH_S = 0.1
+"""How long (s) the accent's slow-down into and out of a beat lasts (:func:`accent_time`)."""
 FEET_MODES = ("lock", "none")
 ROOT_MODES = ("hermite", "linear")
 
@@ -235,9 +242,15 @@ class Warp:
     n_anchored: int = 0
     """Dance beats pinned to music beats."""
     n_dance_beats: int = 0
+    accent: float = 0.0
+    """Beat accent in [0, 1] (:func:`accent_time`): 0 is the plain piecewise-linear warp."""
+    accent_beats_s: np.ndarray | None = None
+    """[shape=(N,)] music beats (song time) the accent stops the dance on."""
 
     def __call__(self, t_s: np.ndarray) -> np.ndarray:
         t = np.asarray(t_s, dtype=np.float64)
+        if self.accent > 0.0 and self.accent_beats_s is not None:
+            t = accent_time(t, self.accent_beats_s, self.accent)
         a = self.anchors
         out = np.interp(t, a[:, 0], a[:, 1])
         if a.shape[0] >= 2:
@@ -266,12 +279,62 @@ class Warp:
             "dance_beats": int(self.n_dance_beats),
             "dance_used_s": round(float(a[-1, 1] - a[0, 1]), 4),
             "hold_s": round(hold, 4),
+            **({"accent": round(float(self.accent), 4),
+                "accent_beats_s": [round(float(x), 5) for x in self.accent_beats_s]}
+               if self.accent > 0.0 and self.accent_beats_s is not None else {}),
         }
 
     @classmethod
     def from_summary(cls, summary: Mapping, dance_duration_s: float) -> Warp:
+        beats = summary.get("accent_beats_s")
         return cls(np.asarray(summary["anchors_s"], dtype=np.float64), float(dance_duration_s),
-                   int(summary.get("anchored_beats", 0)), int(summary.get("dance_beats", 0)))
+                   int(summary.get("anchored_beats", 0)), int(summary.get("dance_beats", 0)),
+                   float(summary.get("accent", 0.0)),
+                   None if beats is None else np.asarray(beats, dtype=np.float64))
+
+
+def accent_time(t_s: np.ndarray, beats_s: np.ndarray, accent: float,
+                width_s: float = ACCENT_WIDTH_S) -> np.ndarray:
+    """Beat-accent re-timing of song time (the warp applies it before its anchors).
+
+    Inside every interval ``[b_k, b_k+1]`` (length ``L``) of ``beats_s`` the clock runs at the
+    rate ``f(d) = (1 - a) + a R(d / w) / (1 - 2 w / (3 L))``, ``a = accent``, ``d`` the distance
+    to the nearer of the two beats, ``w = min(width_s, L / 2)`` and ``R(x) = 1 - (1 - x)^2``
+    for ``x < 1``, else 1. So the dance slows down linearly into every music beat (to
+    ``1 - a`` of its speed; a stop at ``a = 1``), leaves it linearly, is back to a steady speed
+    ``w`` after it, and the steady part runs slightly faster (``1 / (1 - 2 w / (3 L))``: 1.14x
+    for 0.1 s on a 0.53 s beat) so that every interval still takes exactly its time: the map
+    is monotone, fixes every beat, keeps each interval's average rate (so the warp's rate limits
+    hold on average) and is C1 (the rate is continuous, ``1 - a`` on both sides of a beat).
+    The V-shaped stop is short (below 10 % of the speed for ~5 % of ``w`` on each side) with
+    its deceleration peaking on the beat, which is what the dance-beat detector marks (speed
+    below its threshold, strongest acceleration). The first and last intervals are repeated
+    once outside the beats (a strip's crossfade parts); times beyond are unchanged.
+    """
+    t = np.asarray(t_s, dtype=np.float64)
+    b = np.asarray(beats_s, dtype=np.float64)
+    if b.size < 2 or accent <= 0.0:
+        return t
+    a = float(accent)
+    # one more interval on either side, so the crossfade lead-in and tail of a strip stop on
+    # the phrase's first and last beats too (the rate stays continuous there)
+    b = np.concatenate([[2.0 * b[0] - b[1]], b, [2.0 * b[-1] - b[-2]]])
+    k = np.clip(np.searchsorted(b, t, side="right") - 1, 0, b.size - 2)
+    span = b[k + 1] - b[k]
+    inside = (t >= b[0]) & (t <= b[-1]) & (span > 1e-9)
+    span = np.where(span > 1e-9, span, 1.0)
+    tau = np.clip(t - b[k], 0.0, span)
+    w = np.minimum(float(width_s), 0.5 * span)
+    norm = 1.0 - 2.0 * w / (3.0 * span)
+
+    def half(d):                                   # eased time for d in [0, L/2]
+        integral = d - (w / 3.0) * (1.0 - np.maximum(1.0 - d / w, 0.0) ** 3)
+        return (1.0 - a) * d + a * integral / norm
+
+    first = tau <= 0.5 * span
+    eased = np.where(first, half(np.minimum(tau, 0.5 * span)),
+                     span - half(np.minimum(span - tau, 0.5 * span)))
+    return np.where(inside, b[k] + eased, t)
 
 
 def _slope(p, q) -> float:
@@ -304,7 +367,7 @@ def natural_rate(dance_beats_s: np.ndarray, music_beats_s: np.ndarray, *,
 def fit_warp(dance_beats_s: np.ndarray, dance_duration_s: float, music_beats_s: np.ndarray, *,
              rate_range: tuple[float, float] = RATE_RANGE, dance_tempo_bpm: float | None = None,
              max_music_step: int = 4, max_dance_step: int = 3,
-             target_rate: float | None = None) -> Warp:
+             target_rate: float | None = None, accent: float = 0.0) -> Warp:
     """Fit the beat-anchored time warp of one dance phrase onto one music phrase.
 
     Parameters
@@ -319,6 +382,9 @@ def fit_warp(dance_beats_s: np.ndarray, dance_duration_s: float, music_beats_s: 
         Allowed local rates, dance seconds per song second.
     target_rate : float, optional
         Preferred rate (default: :func:`natural_rate`).
+    accent : float
+        Beat accent in [0, 1] stored in the warp (:func:`accent_time` on ``music_beats_s``);
+        the anchors do not depend on it.
     """
     lo, hi = rate_range
     mu = np.asarray(music_beats_s, dtype=np.float64)
@@ -374,7 +440,8 @@ def fit_warp(dance_beats_s: np.ndarray, dance_duration_s: float, music_beats_s: 
     chain.reverse()
     anchors = chain + (best_tail or [])
     return Warp(np.asarray(anchors, dtype=np.float64), D, n_anchored=len(chain),
-                n_dance_beats=int(beta.size))
+                n_dance_beats=int(beta.size), accent=float(accent),
+                accent_beats_s=mu.copy() if accent > 0 else None)
 
 
 def _tail(t0: float, tau0: float, t_end: float, D: float, beta: list, g: float, lo: float,
@@ -495,11 +562,15 @@ class PlacementOptions:
     release_s: float = 1.0
     contact_m: float = 0.05
     contact_speed_m_s: float = 1.0
+    accent: float = ACCENT
+    """Beat accent of the time warps (:func:`accent_time`); used when the warps are fitted
+    (:func:`fit_warp`), each warp carries its own value in the plan."""
 
     def to_json(self) -> dict:
         return {"crossfade_s": self.crossfade_s, "rate_range": list(self.rate_range),
                 "feet": self.feet, "root": self.root, "release_s": self.release_s,
-                "contact_m": self.contact_m, "contact_speed_m_s": self.contact_speed_m_s}
+                "contact_m": self.contact_m, "contact_speed_m_s": self.contact_speed_m_s,
+                "accent": self.accent}
 
 
 def place_all(phrases: Sequence, motions: Mapping[str, object], durations: Mapping[str, float],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 bpy = pytest.importorskip("bpy")
@@ -49,8 +50,11 @@ def results():
         scene, ob = fresh_scene()
         opts = ChoreographyOptions(target_bone_lengths=nla.rig_bone_lengths(ob, "mixamo"))
         res = choreograph(song, library, scorer=scorer, options=opts)
-        ours = nla.apply_plan(ob, res.plan, library, rig="mixamo", scene=scene, sound=False,
-                              markers=False).plan.metrics
+        applied = nla.apply_plan(ob, res.plan, library, rig="mixamo", scene=scene, sound=False,
+                                 markers=False)
+        ours = applied.plan.metrics
+        pos = np.nan_to_num(np.asarray(applied.positions, dtype=np.float64))
+        joint_speed = np.linalg.norm(np.diff(pos, axis=0), axis=2) * res.plan.fps
         scene, ob = fresh_scene()
         plain = nla.apply_plan(ob, res.plan, library, rig="mixamo", scene=scene, sound=False,
                                markers=False,
@@ -67,16 +71,19 @@ def results():
             "max_root_gap_cm": ours["seams"]["max_root_gap_cm"],
             "skate_cm_s": ours["feet"]["seam_zones"]["mean_cm_s"],
             "skate_plain_cm_s": plain["feet"]["seam_zones"]["mean_cm_s"],
+            "p99_joint_speed_m_s": float(np.percentile(joint_speed, 99)),
         }
     pooled = {k: sum(r[k] for r in rows.values()) for k in ("n_dance", "n_music", "n_hits")}
     summary = {"pooled_beat_hit_rate": pooled["n_hits"] / max(pooled["n_dance"], 1),
                "pooled_beat_overlap": pooled["n_hits"] / max(
                    pooled["n_music"] + pooled["n_dance"] - pooled["n_hits"], 1)}
-    print("\nsong                                   BHR    overlap cover  jump cm skate  plain")
+    print("\nsong                                   BHR    overlap cover  jump cm skate  plain "
+          " p99 m/s")
     for name, r in rows.items():
         print(f"{name:<38} {r['beat_hit_rate']:.3f}  {r['beat_overlap']:.3f}   "
               f"{r['beat_coverage']:.3f}  {r['max_root_jump_cm']:.2f}    "
-              f"{r['skate_cm_s']:.1f}   {r['skate_plain_cm_s']:.1f}")
+              f"{r['skate_cm_s']:.1f}   {r['skate_plain_cm_s']:.1f}   "
+              f"{r['p99_joint_speed_m_s']:.2f}")
     print(f"pooled: BHR {summary['pooled_beat_hit_rate']:.3f}, overlap "
           f"{summary['pooled_beat_overlap']:.3f}")
     out = REPO / "out" / "quality"
@@ -100,8 +107,8 @@ def test_foot_skate_at_most_half_of_plain_crossfades_on_every_song(results):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="issue #5 targets (hit rate >= 0.8, overlap >= 0.55) "
-                   "are not reached on every song yet; measured values in "
+@pytest.mark.xfail(strict=False, reason="issue #5 hit-rate target (>= 0.8) is not reached on "
+                   "the slow song sectoid_feelings (95 bpm); measured values in "
                    "docs/choreography.md")
 def test_beat_targets_on_every_song(results):
     for name, r in results.items():

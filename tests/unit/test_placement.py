@@ -179,3 +179,37 @@ def test_placed_motion_keeps_the_body_rigid(placed_song):
                 continue
             pred = pm.positions[:, p] + P.qrot(pm.rotations[:, p], off[j])
             assert np.max(np.linalg.norm(pred - pm.positions[:, j], axis=1)) < 5e-3
+
+
+def test_accent_time_stops_on_every_beat_and_keeps_each_interval():
+    beats = np.array([0.0, 0.5, 1.0, 1.6, 2.0])
+    t = np.linspace(-0.2, 2.3, 25001)
+    e = P.accent_time(t, beats, 1.0)
+    rate = np.diff(e) / np.diff(t)
+    assert np.all(rate >= -1e-9)                                  # monotone
+    np.testing.assert_allclose(P.accent_time(beats, beats, 1.0), beats, atol=1e-12)
+    far = np.array([-0.6, 2.5, 3.0])                               # beyond one more beat
+    np.testing.assert_allclose(P.accent_time(far, beats, 1.0), far)
+    near = np.min(np.abs(t[:-1, None] - beats[None, 1:-1]), axis=1) < 2e-4
+    assert rate[near].max() < 0.02                                 # a stop on each inner beat
+    assert rate.max() < 1.21                                       # steady part barely faster
+    assert np.max(np.abs(np.diff(rate))) < 0.01                    # rate continuous (C1 map)
+    half = P.accent_time(t, beats, 0.5)
+    r_half = np.diff(half) / np.diff(t)
+    assert abs(r_half[near].mean() - 0.5) < 0.02
+    np.testing.assert_allclose(P.accent_time(t, beats, 0.0), t)
+
+
+def test_warp_accent_round_trips_through_the_plan_summary():
+    music = np.arange(0.0, 4.01, 0.5)
+    w = P.fit_warp(np.arange(0.0, 4.01, 0.55), 4.4, music, accent=1.0)
+    w0 = P.fit_warp(np.arange(0.0, 4.01, 0.55), 4.4, music)
+    np.testing.assert_allclose(w.anchors, w0.anchors)              # the fit is unchanged
+    np.testing.assert_allclose(w(music), w0(music))                # beats map as before
+    back = P.Warp.from_summary(w.summary(), 4.4)
+    t = np.linspace(0, 4, 401)
+    np.testing.assert_allclose(back(t), w(t), atol=1e-4)
+    assert "accent" not in w0.summary()
+    speed = np.abs(np.diff(w(t)))
+    at_beat = np.isin(np.round(t[:-1], 4), np.round(music[1:-1], 4))
+    assert speed[at_beat].max() < 0.2 * np.median(speed)
