@@ -443,6 +443,9 @@ def import_take(path: str | os.PathLike, *, rig=None, fps: float = 30.0, units: 
         bone_map_for(hdr.joints, rig, parents=parents, role="source",
                      rig_label=f"'{path.name}'", path=path)
     before = _id_snapshot()
+    view_layer = bpy.context.view_layer
+    was_active = view_layer.objects.active
+    was_selected = {o.as_pointer() for o in view_layer.objects if o.select_get()}
     try:
         if hdr is not None:
             ob = _import_bvh(path)
@@ -478,6 +481,11 @@ def import_take(path: str | os.PathLike, *, rig=None, fps: float = 30.0, units: 
     finally:
         if not keep:
             remove_new_ids(before)
+            # the importers make their armature the only selected, active object
+            for o in view_layer.objects:
+                if o is not None:       # removed objects linger as None until an update
+                    o.select_set(o.as_pointer() in was_selected)
+            view_layer.objects.active = was_active
     notes = []
     # 1. root offset fix (BVH roots stored relative to OFFSET)
     fix = False

@@ -156,11 +156,24 @@ def _export_context(armature_ob, *, rest_reference: bool) -> Iterator[None]:
         scene.frame_set(frame)
 
 
+def _blender_error(err: RuntimeError) -> str:
+    """The telling line of a ``bpy.ops`` error ("Error: No space left on device", or the last
+    line of an exporter's Python traceback)."""
+    lines = [ln.strip() for ln in str(err).splitlines()
+             if ln.strip() and not ln.strip().startswith("Location:")]
+    last = lines[-1] if lines else type(err).__name__
+    return last.removeprefix("Error: ").strip()
+
+
 def export_fbx(armature_ob, path: str | os.PathLike, **overrides) -> Path:
     """Export the armature (and its meshes) with the baked dance to FBX (atomic)."""
     settings = {**FBX_SETTINGS, **overrides}
     with atomic_output(path) as tmp, _export_context(armature_ob, rest_reference=True):
-        res = bpy.ops.export_scene.fbx(filepath=str(tmp), **settings)
+        try:
+            res = bpy.ops.export_scene.fbx(filepath=str(tmp), **settings)
+        except RuntimeError as err:      # e.g. a full disk: the exporter's OSError
+            raise M2DError(f"the FBX exporter failed ({_blender_error(err)})",
+                           path=path) from err
         if "FINISHED" not in res:
             raise M2DError(f"the FBX exporter failed ({res})", path=path)
     return Path(path)
@@ -170,7 +183,11 @@ def export_glb(armature_ob, path: str | os.PathLike, **overrides) -> Path:
     """Export the armature (and its meshes) with the baked dance to binary glTF (atomic)."""
     settings = {**GLTF_SETTINGS, **overrides}
     with atomic_output(path) as tmp, _export_context(armature_ob, rest_reference=False):
-        res = bpy.ops.export_scene.gltf(filepath=str(tmp), **settings)
+        try:
+            res = bpy.ops.export_scene.gltf(filepath=str(tmp), **settings)
+        except RuntimeError as err:
+            raise M2DError(f"the glTF exporter failed ({_blender_error(err)})",
+                           path=path) from err
         if "FINISHED" not in res:
             raise M2DError(f"the glTF exporter failed ({res})", path=path)
     return Path(path)
@@ -179,5 +196,9 @@ def export_glb(armature_ob, path: str | os.PathLike, **overrides) -> Path:
 def save_blend(path: str | os.PathLike) -> Path:
     """Save the current file as a copy at ``path`` atomically (temporary sibling, rename)."""
     with atomic_output(path) as tmp:
-        bpy.ops.wm.save_as_mainfile(filepath=str(tmp), copy=True, check_existing=False)
+        try:
+            bpy.ops.wm.save_as_mainfile(filepath=str(tmp), copy=True, check_existing=False)
+        except RuntimeError as err:      # "Error: No space left on device", ...
+            raise M2DError(f"cannot save the .blend file ({_blender_error(err)})",
+                           path=path) from err
     return Path(path)

@@ -48,6 +48,7 @@ from . import compat
 from .core import metrics as M
 from .core import placement as P
 from .core import rigmath as rm
+from .core.editing import DanceBeatTrack
 from .core.errors import M2DError
 from .core.motion import detect_dance_beats
 from .core.phrasing import BEAT_DERIVATIVES
@@ -112,8 +113,14 @@ def read_action(action, frame_start: int, frame_end: int) -> ActionChannels:
     for a motion at the scene rate) are read directly; anything else is sampled with
     ``fcurve.evaluate``.
     """
+    return _read_action(action, frame_start, frame_end)[0]
+
+
+def _read_action(action, frame_start: int, frame_end: int) -> tuple[ActionChannels, bool]:
+    """:func:`read_action` and whether every curve has its keys exactly on those frames."""
     n = frame_end - frame_start + 1
     frames = np.arange(frame_start, frame_end + 1, dtype=np.float64)
+    exact = True
     out: dict[tuple[str, str], dict[int, np.ndarray]] = {}
     for fc in compat.action_fcurves(action, None, create=False) or ():
         m = _PATH_RE.match(fc.data_path)
@@ -127,8 +134,10 @@ def read_action(action, frame_start: int, frame_end: int) -> ActionChannels:
         if t.size == n and abs(t[0] - frame_start) <= 1e-4 and abs(t[-1] - frame_end) <= 1e-4 \
                 and np.all(np.abs(t - frames) <= 1e-4):
             vals = v
+            exact = exact and bool(np.array_equal(t, frames))
         else:
             vals = np.array([fc.evaluate(f) for f in frames])
+            exact = False
         out.setdefault((bone, prop), {})[fc.array_index] = vals
     channels = {}
     for key, comps in out.items():
@@ -137,7 +146,7 @@ def read_action(action, frame_start: int, frame_end: int) -> ActionChannels:
         for i, v in comps.items():
             arr[:, i] = v
         channels[key] = arr
-    return ActionChannels(frame_start, frame_end, channels)
+    return ActionChannels(frame_start, frame_end, channels), exact
 
 
 def _write_channel(action, bone: str, prop: str, values: np.ndarray) -> None:
@@ -195,32 +204,67 @@ class RigModel:
 
     @classmethod
     def of(cls, ob) -> RigModel:
-        bones = list(ob.data.bones)
-        depth = {}
-        for b in bones:
-            d, p = 0, b.parent
-            while p is not None:
-                d, p = d + 1, p.parent
-            depth[b.name] = d
-        bones.sort(key=lambda b: depth[b.name])
-        names = tuple(b.name for b in bones)
-        idx = {n: i for i, n in enumerate(names)}
-        parent = np.array([idx[b.parent.name] if b.parent else -1 for b in bones])
-        rest = np.array([np.array(b.matrix_local) for b in bones], dtype=np.float64)
-        length = np.array([b.length for b in bones], dtype=np.float64)
-        modes, defaults = [], {}
-        for name in names:
-            pb = ob.pose.bones[name]
-            modes.append(pb.rotation_mode)
-            defaults[(name, "location")] = np.array(pb.location, dtype=np.float64)
-            defaults[(name, "rotation_quaternion")] = np.array(pb.rotation_quaternion,
-                                                               dtype=np.float64)
-            defaults[(name, "rotation_euler")] = np.array(pb.rotation_euler, dtype=np.float64)
-            defaults[(name, "rotation_axis_angle")] = np.array(pb.rotation_axis_angle,
-                                                               dtype=np.float64)
-            defaults[(name, "scale")] = np.array(pb.scale, dtype=np.float64)
-        return cls(names, parent, rest, length, tuple(modes), defaults,
-                   np.array(ob.matrix_world, dtype=np.float64))
+        """The model of ``ob``; the bone topology and rest pose are cached per armature (and
+        rebuilt when they change), the pose's current channel values and the object matrix
+        are read every time."""
+        pbones = ob.pose.bones
+        nb = len(pbones)
+        key = ob.as_pointer()
+        fp = _rig_fingerprint(ob)
+        hit = _RIG_CACHE.get(key)
+        if hit is None or hit[0] != fp:
+            bones = list(ob.data.bones)
+            depth = {}
+            for b in bones:
+                d, p = 0, b.parent
+                while p is not None:
+                    d, p = d + 1, p.parent
+                depth[b.name] = d
+            bones.sort(key=lambda b: depth[b.name])
+            names = tuple(b.name for b in bones)
+            idx = {n: i for i, n in enumerate(names)}
+            parent = np.array([idx[b.parent.name] if b.parent else -1 for b in bones])
+            rest = np.array([np.array(b.matrix_local) for b in bones], dtype=np.float64)
+            length = np.array([b.length for b in bones], dtype=np.float64)
+            order = np.array([idx[pb.name] for pb in pbones], dtype=np.int64)
+            offs = np.tile(np.eye(4), (len(names), 1, 1))
+            for i, p in enumerate(parent):
+                if p >= 0:
+                    offs[i] = rm.rigid_inverse(rest[p]) @ rest[i]
+            for arr in (parent, rest, length, offs):
+                arr.flags.writeable = False
+            if len(_RIG_CACHE) > 32:
+                _RIG_CACHE.clear()
+            _RIG_CACHE[key] = (fp, (names, parent, rest, length, order, offs))
+            hit = _RIG_CACHE[key]
+        names, parent, rest, length, order, offs = hit[1]
+        modes = [""] * nb
+        for pb, i in zip(pbones, order):
+            modes[i] = pb.rotation_mode
+        defaults = {}
+        for prop, dim in (("location", 3), ("rotation_quaternion", 4), ("rotation_euler", 3),
+                          ("rotation_axis_angle", 4), ("scale", 3)):
+            buf = np.empty(nb * dim, np.float32)
+            pbones.foreach_get(prop, buf)
+            vals = np.empty((nb, dim))
+            vals[order] = buf.reshape(nb, dim)
+            for i, name in enumerate(names):
+                defaults[(name, prop)] = vals[i]
+        model = cls(names, parent, rest, length, tuple(modes), defaults,
+                    np.array(ob.matrix_world, dtype=np.float64))
+        model._offs = offs
+        return model
+
+    def parent_offsets(self) -> np.ndarray:
+        """``parent_rest^-1 @ rest`` per bone [shape=(B, 4, 4)] (identity for roots)."""
+        offs = getattr(self, "_offs", None)
+        if offs is None:
+            offs = np.tile(np.eye(4), (len(self.names), 1, 1))
+            for i, p in enumerate(self.parent):
+                if p >= 0:
+                    offs[i] = rm.rigid_inverse(self.rest[p]) @ self.rest[i]
+            self._offs = offs
+        return offs
 
     def pose_matrices(self, channels: Mapping[tuple[str, str], np.ndarray], n: int,
                       bones: Sequence[str] | None = None) -> dict[str, np.ndarray]:
@@ -236,6 +280,7 @@ class RigModel:
                     want.add(self.names[i])
                     i = int(self.parent[i])
         out: dict[str, np.ndarray] = {}
+        offs = self.parent_offsets()
         for i, name in enumerate(self.names):
             if want is not None and name not in want:
                 continue
@@ -266,9 +311,23 @@ class RigModel:
             if p < 0:
                 out[name] = self.rest[i] @ basis
             else:
-                offs = np.linalg.inv(self.rest[p]) @ self.rest[i]
-                out[name] = out[self.names[p]] @ offs @ basis
+                out[name] = out[self.names[p]] @ offs[i] @ basis
         return out
+
+
+_RIG_CACHE: dict[int, tuple] = {}
+"""armature object pointer -> (fingerprint, static part of its :class:`RigModel`)."""
+
+
+def _rig_fingerprint(ob) -> tuple:
+    bones = ob.data.bones
+    mats = np.empty(16 * len(bones), np.float64)
+    bones.foreach_get("matrix_local", mats)
+    lengths = np.empty(len(bones), np.float64)
+    bones.foreach_get("length", lengths)
+    return (ob.name, ob.data.name,
+            tuple((b.name, b.parent.name if b.parent else None) for b in bones),
+            tuple(pb.name for pb in ob.pose.bones), mats.tobytes(), lengths.tobytes())
 
 
 def rig_is_plain(ob) -> tuple[bool, str]:
@@ -434,7 +493,7 @@ def write_actions(armature_ob, placed, *, bone_map, fps: float, scale: float
     from . import retarget
     from .core.library import PhraseMotion
 
-    needed = ("solve_pose", "_rotation_channels", "_write_curves")
+    needed = ("solve_pose", "rotation_channels", "_write_curves")
     if not all(hasattr(retarget, n) for n in needed):
         acts = [_write(retarget, armature_ob, pm, name=_action_name(pm.index, pm.phrase_id),
                        bone_map=bone_map, frame_start=float(pm.frame_start), fps=fps,
@@ -448,10 +507,7 @@ def write_actions(armature_ob, placed, *, bone_map, fps: float, scale: float
     motion = PhraseMotion(fps, np.concatenate([pm.positions for pm in placed]).astype(np.float32),
                           np.concatenate([pm.rotations for pm in placed]).astype(np.float32))
     solved = retarget.solve_pose(armature_ob, motion, bone_map, **kw)
-    rot = {}
-    for bone in solved["keyed"]:
-        rot[bone] = retarget._rotation_channels(armature_ob.pose.bones[bone],
-                                                solved["basis"][bone])
+    rot = retarget.rotation_channels(armature_ob, solved["basis"], solved["keyed"])
     root = solved["root"]
     free = [b for b in solved["keyed"] if (root is None or b != root[0])
             and b not in solved["mapped"] and not armature_ob.data.bones[b].use_connect]
@@ -622,6 +678,8 @@ def apply_plan(armature_ob, plan: Plan, library, *, rig=None, scene=None, sound:
         t = step("write_actions", t)
         for i in range(1, len(layers)):
             align_channels(layers[i - 1], layers[i], created_actions[i], placed[i].frame_start)
+        for act, lay in zip(created_actions, layers):
+            _keep_layer(act, lay)
         t = step("align_channels", t)
         lower = ad.nla_tracks.new()
         new_tracks.append(lower)
@@ -768,7 +826,7 @@ def our_layers(armature_ob, plan: Plan) -> list[ActionChannels]:
         s = strips.get(ph.frame_start)
         if s is None or s.action is None:
             raise M2DError(f"phrase {ph.index + 1} is not on the armature's NLA; apply the plan")
-        out.append(read_action(s.action, round(s.frame_start), round(s.frame_end)))
+        out.append(read_layer(s.action, round(s.frame_start), round(s.frame_end)))
     return out
 
 
@@ -803,7 +861,8 @@ def evaluate_plan(armature_ob, applied: AppliedPlan, *, layers=None, scene=None,
         seams.append(M.seam_root_metrics(pos[:, ROOT], frame0=f_first,
                                          seam=M.Seam(i, f0, f1), fps=plan.fps,
                                          root_a_mid=ra, root_b_mid=rb))
-    metrics = measure(pos, plan)
+    track = DanceBeatTrack(pos, plan.fps, derivatives=BEAT_DERIVATIVES)
+    metrics = measure(pos, plan, track=track)
     metrics["seams"] = {
         "max_root_jump_cm": max((s["root_jump_cm"] for s in seams), default=0.0),
         "max_root_gap_cm": max((s.get("root_gap_cm", 0.0) for s in seams), default=0.0),
@@ -812,7 +871,7 @@ def evaluate_plan(armature_ob, applied: AppliedPlan, *, layers=None, scene=None,
     applied.plan = dataclasses.replace(plan, metrics=metrics)
     applied.positions = pos
     applied.evaluation = how
-    _remember(armature_ob, pos)
+    _remember(armature_ob, pos, track)
     return applied
 
 
@@ -823,18 +882,28 @@ def _root_alone(model: RigModel, layer: ActionChannels, frame: int, root_bone: s
     return model.world[:3, :3] @ m[:3, 3] + model.world[:3, 3]
 
 
-def measure(positions: np.ndarray, plan: Plan) -> dict:
+def measure(positions: np.ndarray, plan: Plan, *, track: DanceBeatTrack | None = None,
+            changed: Sequence[tuple[int, int]] = ()) -> dict:
     """Beat metrics and foot skate of an evaluated animation [shape=(F, J, 3)] on the plan's
-    frames (see :mod:`blender_m2d.core.metrics`)."""
-    pos = np.nan_to_num(positions)
-    dance_s = detect_dance_beats(pos, plan.fps, derivatives=BEAT_DERIVATIVES)
+    frames (see :mod:`blender_m2d.core.metrics`).
+
+    ``track``: the dance-beat detector state of these positions before frames ``changed``
+    (``(lo, hi)`` index ranges) changed; it is brought up to date in place, which gives the
+    same beats as detecting on the whole song again."""
+    if track is None:
+        dance_s = detect_dance_beats(np.nan_to_num(positions), plan.fps,
+                                     derivatives=BEAT_DERIVATIVES)
+    else:       # NaN (unmapped joints) reads as 0 there too
+        for lo, hi in changed:
+            track.update(positions, lo, hi)
+        dance_s = track.beats()
     duration = plan.song["duration_s"]
     beats = song_beat_range(plan)
     out = {"beats": M.song_beat_metrics(dance_s, beats, duration)}
     out["beats"]["dance_beats_s"] = [round(float(x), 4) for x in dance_s]
     zones = P.seam_zones([(p.frame_start, p.frame_end) for p in plan.phrases], fps=plan.fps,
                          release_s=float(plan.placement.get("release_s", 1.0)))
-    feet = pos[:, list(FEET)]
+    feet = np.nan_to_num(positions[:, list(FEET)])
     idx = [(z0 - plan.frame_start, z1 - plan.frame_start) for z0, _, _, z1 in zones]
     xfs = [(f0 - plan.frame_start, f1 - plan.frame_start) for _, f0, f1, _ in zones]
     out["feet"] = {"seam_zones": M.foot_skate(feet, plan.fps, idx),
@@ -885,7 +954,8 @@ def replace_phrase(armature_ob, applied: AppliedPlan, index: int, phrase_id: str
         pb = np.concatenate([pb, [old.music_end_s]])
     rr = tuple(plan.placement.get("rate_range", P.RATE_RANGE))
     warp = P.fit_warp(meta.beats_s, float(meta.duration_s), pb, rate_range=rr,
-                      dance_tempo_bpm=meta.tempo_bpm)
+                      dance_tempo_bpm=meta.tempo_bpm,
+                      accent=float(plan.placement.get("accent", 0.0)))
     new_phrase = dataclasses.replace(old, phrase_id=phrase_id, locked=True, warp=warp.summary())
     plan = plan.with_phrase(index, new_phrase)
     if local:
@@ -1019,11 +1089,21 @@ def _nla_token(armature_ob) -> tuple:
     return (armature_ob.name, items, mw)
 
 
-def _remember(armature_ob, positions: np.ndarray) -> None:
+def _remember(armature_ob, positions: np.ndarray, track: DanceBeatTrack | None = None) -> None:
     try:
-        _EVAL_CACHE[armature_ob.name] = (_nla_token(armature_ob), positions)
+        _EVAL_CACHE[armature_ob.name] = (_nla_token(armature_ob), positions, track)
     except (AttributeError, ReferenceError):
         pass
+
+
+def _take_track(armature_ob, positions: np.ndarray) -> DanceBeatTrack | None:
+    """The cached beat-detector state of exactly ``positions`` (taken out of the cache: the
+    caller updates it)."""
+    hit = _EVAL_CACHE.get(getattr(armature_ob, "name", None))
+    if hit is None or hit[1] is not positions or hit[2] is None:
+        return None
+    _EVAL_CACHE[armature_ob.name] = (hit[0], hit[1], None)
+    return hit[2]
 
 
 def _cached_positions(armature_ob, plan: Plan) -> np.ndarray | None:
@@ -1036,6 +1116,116 @@ def _cached_positions(armature_ob, plan: Plan) -> np.ndarray | None:
     return pos
 
 
+_LAYER_CACHE: dict[int, tuple[str, ActionChannels]] = {}
+"""action session uid -> (its m2d_rev, its keys as arrays): what blender_m2d last wrote or read
+into one of its actions, valid while the action's revision stamp is unchanged."""
+_LAYER_CACHE_MAX = 400
+"""At most this many actions' keys are kept (~0.1 MB each for a 3-minute song's phrases)."""
+
+
+def _layer_key(action) -> int | None:
+    try:
+        return int(action.session_uid)
+    except (AttributeError, ReferenceError):
+        return None
+
+
+def _layer_of(action, frame_start: int, frame_end: int) -> ActionChannels | None:
+    """The cached keys of one of our actions (keys on every whole frame), or None."""
+    key = _layer_key(action)
+    hit = _LAYER_CACHE.get(key) if key is not None else None
+    if hit is None:
+        return None
+    rev = str(action.get(REV_PROP, ""))
+    lay = hit[1]
+    if not rev or hit[0] != rev or lay.frame_start != frame_start or lay.frame_end != frame_end:
+        return None
+    return lay
+
+
+def _keep_layer(action, layer: ActionChannels) -> None:
+    """Remember ``layer`` as the keys of ``action`` at its current revision (values as stored:
+    float32)."""
+    key = _layer_key(action)
+    rev = str(action.get(REV_PROP, "")) if key is not None else ""
+    if not rev:
+        return
+    chans = {}
+    for k, v in layer.channels.items():
+        v = np.asarray(v, dtype=np.float32).astype(np.float64)
+        v.flags.writeable = False
+        chans[k] = v
+    _LAYER_CACHE.pop(key, None)
+    _LAYER_CACHE[key] = (rev, ActionChannels(layer.frame_start, layer.frame_end, chans))
+    _trim(_LAYER_CACHE, _LAYER_CACHE_MAX)
+
+
+def _patch_layer(action, old: ActionChannels | None, updates) -> None:
+    """After writing ``updates`` (``((bone, prop), lo, values)``) into ``action`` and stamping
+    it with a new revision: update its cached keys ``old`` (the cache entry valid before the
+    write), or forget them when there were none."""
+    key = _layer_key(action)
+    if key is None:
+        return
+    if old is None:
+        _LAYER_CACHE.pop(key, None)
+        return
+    n = old.frame_end - old.frame_start + 1
+    chans = dict(old.channels)
+    for ch, lo, vals in updates:
+        v = np.asarray(vals, dtype=np.float32).astype(np.float64)
+        cur = chans.get(ch)
+        if cur is None or cur.shape[1] != v.shape[1]:
+            if lo == 0 and v.shape[0] == n:
+                cur = v
+            else:
+                _LAYER_CACHE.pop(key, None)
+                return
+        else:
+            cur = cur.copy()
+            cur[lo:lo + v.shape[0]] = v
+        cur.flags.writeable = False
+        chans[ch] = cur
+    rev = str(action.get(REV_PROP, ""))
+    if not rev:
+        _LAYER_CACHE.pop(key, None)
+        return
+    _LAYER_CACHE.pop(key, None)
+    _LAYER_CACHE[key] = (rev, ActionChannels(old.frame_start, old.frame_end, chans))
+    _trim(_LAYER_CACHE, _LAYER_CACHE_MAX)
+
+
+def _trim(cache: dict, size: int) -> None:
+    """Drop the oldest entries of ``cache`` (insertion order) beyond ``size``."""
+    while len(cache) > size:
+        cache.pop(next(iter(cache)))
+
+
+def read_layer(action, frame_start: int, frame_end: int) -> ActionChannels:
+    """:func:`read_action` of one of our actions, from the cache when its revision is the one
+    cached (the arrays are shared and read-only)."""
+    lay = _layer_of(action, frame_start, frame_end)
+    if lay is not None:
+        return lay
+    lay, exact = _read_action(action, frame_start, frame_end)
+    if exact:
+        _keep_layer(action, lay)
+        return _layer_of(action, frame_start, frame_end) or lay
+    return lay
+
+
+_PLACE_CACHE: dict[tuple, tuple] = {}
+"""(library id, phrase, warp, frames, placement record, ...) -> (library, PlacedMotion): a kept
+phrase placed as its action's record says (what a local edit re-places around every run)."""
+
+
+def _copy_placed(pm):
+    return dataclasses.replace(pm, positions=np.array(pm.positions, copy=True),
+                               rotations=np.array(pm.rotations, copy=True),
+                               dance_time_s=np.array(pm.dance_time_s, copy=True),
+                               translation=np.array(pm.translation, copy=True))
+
+
 def _fcurve_map(action) -> dict[tuple[str, int], object]:
     fcs = compat.action_fcurves(action, None, create=False) or ()
     return {(fc.data_path, fc.array_index): fc for fc in fcs}
@@ -1046,12 +1236,14 @@ def _linear() -> int:
 
 
 def _put_keys(action, fmap: dict, bone: str, prop: str, frame_start: int,
-              values: np.ndarray, lo: int = 0) -> None:
+              values: np.ndarray, lo: int = 0, layer: ActionChannels | None = None) -> None:
     """Write ``values`` [shape=(n, dim)] into the keys of frames ``frame_start + lo ...`` of a
     channel of ``action`` (keys on every whole frame from ``frame_start``), in place; a curve
-    without those keys is rewritten whole (``lo`` must then be 0)."""
+    without those keys is rewritten whole (``lo`` must then be 0). ``layer``: the action's
+    cached keys (see :func:`_layer_of`), which spare reading the curve back."""
     path = f'pose.bones["{bone}"].{prop}'
     n = values.shape[0]
+    known = layer.channels.get((bone, prop)) if layer is not None else None
     for i in range(values.shape[1]):
         fc = fmap.get((path, i))
         if fc is None:
@@ -1060,7 +1252,11 @@ def _put_keys(action, fmap: dict, bone: str, prop: str, frame_start: int,
         kp = fc.keyframe_points
         m = len(kp)
         co = np.empty(2 * m, np.float32)
-        if m:
+        if known is not None and i < known.shape[1] and known.shape[0] == m and m and \
+                layer.frame_start == frame_start:
+            co[0::2] = frame_start + np.arange(m)
+            co[1::2] = known[:, i]
+        elif m:
             kp.foreach_get("co", co)
         if m >= lo + n and m and abs(co[0] - frame_start) < 1e-3 and \
                 abs(co[2 * (m - 1)] - (frame_start + m - 1)) < 1e-3:
@@ -1081,9 +1277,15 @@ def _put_keys(action, fmap: dict, bone: str, prop: str, frame_start: int,
         fc.update()
 
 
-def _get_keys(fmap: dict, bone: str, prop: str, dim: int, lo: int, hi: int) -> np.ndarray | None:
-    """Key values of frames ``lo..hi-1`` (indices from the action's first key)."""
+def _get_keys(fmap: dict, bone: str, prop: str, dim: int, lo: int, hi: int,
+              layer: ActionChannels | None = None) -> np.ndarray | None:
+    """Key values of frames ``lo..hi-1`` (indices from the action's first key); from ``layer``
+    (the action's cached keys) when given."""
     path = f'pose.bones["{bone}"].{prop}'
+    if layer is not None:
+        known = layer.channels.get((bone, prop))
+        if known is not None and known.shape[1] == dim and known.shape[0] >= hi:
+            return known[lo:hi].copy()
     out = np.empty((hi - lo, dim))
     for i in range(dim):
         fc = fmap.get((path, i))
@@ -1179,14 +1381,23 @@ def replace_phrases(armature_ob, applied: AppliedPlan, new_plan: Plan, indices: 
 
     def place_as_recorded(i: int):
         rec = records[i]
-        if rec.get("phrase_id") != new_plan.phrases[i].phrase_id:
+        ph = new_plan.phrases[i]
+        if rec.get("phrase_id") != ph.phrase_id:
             raise LookupError
+        key = (id(library), ph.phrase_id, repr(ph.warp), ph.index, ph.frame_start,
+               ph.frame_end, fps, new_plan.frame_start, ref_leg,
+               str(st_of[i].action.get(PLACE_PROP, "")))
+        hit = _PLACE_CACHE.get(key)
+        if hit is not None and hit[0] is library:
+            return _copy_placed(hit[1])
         pm = place(i)
         pm.positions, pm.rotations = P.apply_yaw_translation(
             pm.positions, pm.rotations, float(rec["yaw"]), np.asarray(rec["t"], np.float64))
         pm.yaw, pm.translation = float(rec["yaw"]), np.asarray(rec["t"], np.float64)
         if rec.get("ramp"):
             _apply_ramp(pm, rec["ramp"])
+        _PLACE_CACHE[key] = (library, _copy_placed(pm))
+        _trim(_PLACE_CACHE, 64)
         return pm
 
     runs: list[list[int]] = []
@@ -1263,9 +1474,7 @@ def replace_phrases(armature_ob, applied: AppliedPlan, new_plan: Plan, indices: 
     motion = PhraseMotion(fps, np.concatenate([pm.positions[lo:hi] for _, pm, lo, hi in jobs]),
                           np.concatenate([pm.rotations[lo:hi] for _, pm, lo, hi in jobs]))
     solved = retarget.solve_pose(armature_ob, motion, bone_map, scale=scale, slack_m=0.0)
-    rot = {bone: retarget._rotation_channels(armature_ob.pose.bones[bone],
-                                             solved["basis"][bone])
-           for bone in solved["keyed"]}
+    rot = retarget.rotation_channels(armature_ob, solved["basis"], solved["keyed"])
     root = solved["root"]
     chans = {(bone, prop): vals for bone, (prop, vals) in rot.items()}
     if root is not None:
@@ -1282,6 +1491,8 @@ def replace_phrases(armature_ob, applied: AppliedPlan, new_plan: Plan, indices: 
             fmaps[i] = _fcurve_map(act)
         fmap = fmaps[i]
         whole = i in new_records
+        layer = _layer_of(act, new_plan.phrases[i].frame_start, new_plan.phrases[i].frame_end)
+        updates = []
         for (bone, prop), vals in chans.items():
             v = np.asarray(vals[s0:s1], dtype=np.float64)
             if prop in rot_props:
@@ -1291,10 +1502,11 @@ def replace_phrases(armature_ob, applied: AppliedPlan, new_plan: Plan, indices: 
                         v = _match_sign(prop, v, ref[1], 0, pm.frame_start - ref[0])
                 else:                     # continuous with the keys kept next to the window
                     k = 0 if lo > 0 else hi - 1
-                    old = _get_keys(fmap, bone, prop, v.shape[1], lo + k, lo + k + 1)
+                    old = _get_keys(fmap, bone, prop, v.shape[1], lo + k, lo + k + 1, layer)
                     if old is not None:
                         v = _match_sign(prop, v, old, k, 0)
-            _put_keys(act, fmap, bone, prop, pm.frame_start, v, lo)
+            _put_keys(act, fmap, bone, prop, pm.frame_start, v, lo, layer)
+            updates.append(((bone, prop), lo, v))
             last_vals[(bone, prop)] = (pm.frame_start + lo, v)
         if whole:
             act.name = _action_name(i, pm.phrase_id)
@@ -1302,6 +1514,7 @@ def replace_phrases(armature_ob, applied: AppliedPlan, new_plan: Plan, indices: 
             act[PLACE_PROP] = new_records[i]
             act["m2d_scale"] = float(scale)
         act[REV_PROP] = _next_rev()
+        _patch_layer(act, layer, updates)
         written.append((i, lo, hi))
         if not whole and lo == 0 and i > 0 and (i - 1) in new_records:
             # the kept phrase after a run: its curves must blend with the run's end; where
@@ -1321,6 +1534,10 @@ def _cascade_signs(st_of, fmaps: dict, start: int, n_ph: int) -> None:
             fmaps[i] = _fcurve_map(st_of[i].action)
         return fmaps[i]
 
+    def layer_of(i):
+        st = st_of[i]
+        return _layer_of(st.action, round(st.frame_start), round(st.frame_end))
+
     prev_map = fmap_of(start - 1)
     keys = {}
     for (path, _i) in prev_map:
@@ -1334,16 +1551,18 @@ def _cascade_signs(st_of, fmaps: dict, start: int, n_ph: int) -> None:
             pa, pb = st_of[i - 1], st_of[i]
             fa, fb = fmap_of(i - 1), fmap_of(i)
             k = round(pb.frame_start) - round(pa.frame_start)
-            ref = _get_keys(fa, bone, prop, dim, k, k + 1)
+            ref = _get_keys(fa, bone, prop, dim, k, k + 1, layer_of(i - 1))
             n = round(pb.frame_end) - round(pb.frame_start) + 1
-            cur = _get_keys(fb, bone, prop, dim, 0, n)
+            lay = layer_of(i)
+            cur = _get_keys(fb, bone, prop, dim, 0, n, lay)
             if ref is None or cur is None:
                 break
             new = _match_sign(prop, cur, ref, 0, 0)
             if new is cur:
                 break
-            _put_keys(pb.action, fb, bone, prop, round(pb.frame_start), new, 0)
+            _put_keys(pb.action, fb, bone, prop, round(pb.frame_start), new, 0, lay)
             pb.action[REV_PROP] = _next_rev()
+            _patch_layer(pb.action, lay, [((bone, prop), 0, new)])
             i += 1
 
 
@@ -1374,14 +1593,16 @@ def _evaluate_local(armature_ob, out: AppliedPlan, old_pos: np.ndarray, old_metr
     model = RigModel.of(armature_ob)
     root_bone = bone_map[CANON_JOINTS[ROOT]]
     strips = out.actions
+    track = _take_track(armature_ob, old_pos)
     pos = old_pos.copy()
+    changed = []
     seams = {int(s["index"]): s for s in (old_metrics.get("seams", {}) or {}).get("per_seam", [])}
     for run in runs:
         a, b = run[0], run[-1]
         s0 = max(a - 2, 0)
         s0 -= s0 % 2
         s1 = min(b + 2, n_ph - 1)
-        layers = [read_action(strips[k], plan.phrases[k].frame_start, plan.phrases[k].frame_end)
+        layers = [read_layer(strips[k], plan.phrases[k].frame_start, plan.phrases[k].frame_end)
                   for k in range(s0, s1 + 1)]
         w0 = plan.phrases[max(a - 1, 0)].frame_start
         w1 = plan.phrases[min(b + 1, n_ph - 1)].frame_end
@@ -1390,6 +1611,7 @@ def _evaluate_local(armature_ob, out: AppliedPlan, old_pos: np.ndarray, old_metr
         n = w1 - w0 + 1
         mats = model.pose_matrices(chans, n, bones=list(bone_map.values()))
         pos[w0 - f_first:w1 - f_first + 1] = joint_positions(model, mats, bone_map)
+        changed.append((w0 - f_first, w1 - f_first + 1))
         for k in range(max(a, 1), min(b + 1, n_ph - 1) + 1):
             la, lb = layers[k - 1 - s0], layers[k - s0]
             f0, f1 = lb.frame_start, la.frame_end
@@ -1399,7 +1621,10 @@ def _evaluate_local(armature_ob, out: AppliedPlan, old_pos: np.ndarray, old_metr
                 root_a_mid=_root_alone(model, la, mid, root_bone),
                 root_b_mid=_root_alone(model, lb, mid, root_bone))
     per_seam = [seams[k] for k in sorted(seams)]
-    metrics = measure(pos, plan)
+    if track is None or track.n_src != pos.shape[0] or abs(track.fps - plan.fps) > 1e-9:
+        track = DanceBeatTrack(pos, plan.fps, derivatives=BEAT_DERIVATIVES)
+        changed = []
+    metrics = measure(pos, plan, track=track, changed=changed)
     metrics["seams"] = {
         "max_root_jump_cm": max((s["root_jump_cm"] for s in per_seam), default=0.0),
         "max_root_gap_cm": max((s.get("root_gap_cm", 0.0) for s in per_seam), default=0.0),
@@ -1410,5 +1635,5 @@ def _evaluate_local(armature_ob, out: AppliedPlan, old_pos: np.ndarray, old_metr
     out.plan = dataclasses.replace(plan, metrics=metrics)
     out.positions = pos
     out.evaluation = how
-    _remember(armature_ob, pos)
+    _remember(armature_ob, pos, track)
     return out

@@ -235,7 +235,11 @@ def store_plan(context, plan, *, probs=None, edited: set[int] | None = None,
     s = settings(context)
     text = json.dumps(plan.to_json(), separators=(",", ":"))
     s.plan_json = text
-    _PLANS[hashlib.sha1(text.encode("utf-8")).hexdigest()] = plan
+    key = hashlib.sha1(text.encode("utf-8")).hexdigest()
+    _PLANS[key] = plan
+    _PLANS.move_to_end(key)
+    while len(_PLANS) > 16:          # the same bound as plan_of: one entry per edit otherwise
+        _PLANS.popitem(last=False)
     if probs is not None:
         s.probs_data = editing.encode_array(probs)
     old_edited = {r.index for r in s.phrases if r.edited} if keep_edited else set()
@@ -347,7 +351,7 @@ class ChoreographJob:
         return report
 
     def _run(self) -> None:
-        from .core.analysis import analyze_song
+        from .core.analysis import MAX_SONG_S, analyze_song
         from .core.audio import load_audio
         from .core.choreography import choreograph
 
@@ -357,7 +361,7 @@ class ChoreographJob:
                 self._progress(0.0, 0.05)(0.0, "loading the model")
                 scorer = get_scorer(self.model, self.library, self.device)
             self._progress(0.05, 0.1)(0.0, "loading the song")
-            audio = load_audio(self.song)
+            audio = load_audio(self.song, max_duration_s=MAX_SONG_S)
             self._progress(0.1, 0.1)(0.0, "analysing the song")
             analysis = analyze_song(audio, progress=self._progress(0.1, 0.8),
                                     cancel=self.cancel_event)

@@ -7,7 +7,7 @@ song's samples and optionally its analysis:
   phrase boundaries with the chosen dance phrase and its rank among the candidates, the song's
   sections, the crossfades and the dance beats the supplement's detector found on the placed
   animation (hit = within 0.1 s of a music beat, one-to-one; miss otherwise). An overview of the
-  whole song comes first, then the song in rows of ``row_s`` seconds;
+  whole song comes first, then the song in equal rows of at most ``row_s`` seconds;
 * the paper's four beat metrics (beat coverage, beat hit rate, music hit rate, beat overlap) for
   the whole song, pooled over 30 s clips and averaged per clip, next to the paper's Table 3;
 * the seam metrics (root jump, root gap, foot skate) and the beat sync's before/after figures;
@@ -362,7 +362,8 @@ def build_html(plan, *, png: bytes, title: str | None = None, notes: Sequence[st
         f"<title>m2d report: {_e(name)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{_e(name)}</h1>", f'<p class="sub">{sub}</p>',
         "<h2>Timeline</h2>",
-        '<p class="muted">Top: the whole song. Below: the same timeline in 30 s rows. Blue: '
+        '<p class="muted">Top: the whole song. Below: the same timeline in rows of at most '
+        "30 s. Blue: "
         "music beats; green/red: dance beats of the placed animation (hit within ±0.1 s of a "
         "music beat, one-to-one / miss); black: music phrase boundaries, labelled with the "
         "chosen dance phrase and its rank among the candidates; dark bars at the bottom: "

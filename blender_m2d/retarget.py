@@ -26,7 +26,7 @@ from .core import rigmath as rm
 from .core.bonemap import bone_map_for
 from .core.errors import M2DError
 from .core.library import PhraseMotion
-from .core.retargeting import N_JOINTS, TargetRig, leg_length, solve_target
+from .core.retargeting import N_JOINTS, TargetRig, leg_length, solve_target, tpose_orientations
 from .core.skeleton import CANON_JOINTS, JOINT_INDEX
 
 
@@ -59,6 +59,11 @@ def _placement(ob) -> tuple[np.ndarray, np.ndarray]:
 
 def target_rig(armature_ob, bone_map: Mapping[str, str]) -> tuple[TargetRig, np.ndarray]:
     """The armature's mapped bones in motion space, and the armature->motion matrix."""
+    st = _static(armature_ob, bone_map)
+    return st.rig, st.a
+
+
+def _target_rig(armature_ob, bone_map: Mapping[str, str]) -> tuple[TargetRig, np.ndarray]:
     a, _ = _placement(armature_ob)
     ra = rm.orthonormalize(a[:3, :3])
     heads = np.zeros((N_JOINTS, 3))
@@ -75,6 +80,81 @@ def target_rig(armature_ob, bone_map: Mapping[str, str]) -> tuple[TargetRig, np.
         tails[j] = rots[j] @ np.array([0.0, 1.0, 0.0])
         joints.append(j)
     return TargetRig(tuple(joints), heads, rots, tails), a
+
+
+class _RigStatic:
+    """Everything :func:`solve_pose` reads from bpy about an armature and a bone map (rest
+    pose, placement, keyed bones), computed once and reused while the armature's bones, object
+    matrix and bone map stay the same (see :func:`_static`)."""
+
+    def __init__(self, ob, bone_map: Mapping[str, str]):
+        self.rig, self.a = _target_rig(ob, bone_map)
+        self.ra = rm.orthonormalize(self.a[:3, :3])
+        self.a_inv = np.linalg.inv(self.a)
+        self.r_t = tpose_orientations(self.rig)
+        bones = ob.data.bones
+        self.bone_of = {bone_map[CANON_JOINTS[j]]: j for j in self.rig.joints}
+        self.movable = frozenset(j for b, j in self.bone_of.items()
+                                 if not bones[b].use_connect and bones[b].use_local_location)
+        self.keyed = _keyed_bones(ob, set(self.bone_of))
+        self.matrix = {}      # keyed bone and its keyed-parent chain: matrix_local (4x4)
+        self.rest = {}        # orthonormalised rest rotation (3x3)
+        self.parent = {}      # nearest keyed ancestor (or None)
+        self.connect = {}
+        self.local_loc = {}
+        seen = set()
+        for name in self.keyed:
+            b = bones[name]
+            self.matrix[name] = np.array(b.matrix_local, dtype=np.float64)
+            self.rest[name] = rm.orthonormalize(self.matrix[name][:3, :3])
+            p = b.parent
+            while p is not None and p.name not in seen:
+                p = p.parent
+            self.parent[name] = None if p is None else p.name
+            self.connect[name] = bool(b.use_connect)
+            self.local_loc[name] = bool(b.use_local_location)
+            seen.add(name)
+        for name in self.keyed:
+            for k in (self.rest, self.matrix):
+                k[name].flags.writeable = False
+
+
+_STATIC: dict[int, tuple[tuple, _RigStatic]] = {}
+"""armature object pointer -> (fingerprint, _RigStatic)."""
+
+
+def _fingerprint(ob, bone_map: Mapping[str, str]) -> tuple:
+    bones = ob.data.bones
+    n = len(bones)
+    mats = np.empty(16 * n, np.float64)
+    bones.foreach_get("matrix_local", mats)
+    flags = np.empty(2 * n, bool)
+    bones.foreach_get("use_connect", flags[:n])
+    bones.foreach_get("use_local_location", flags[n:])
+    names = tuple((b.name, b.parent.name if b.parent else None) for b in bones)
+    mw = np.array(ob.matrix_world, dtype=np.float64)
+    return (ob.name, ob.data.name, names, mats.tobytes(), flags.tobytes(), mw.tobytes(),
+            tuple(sorted(bone_map.items())))
+
+
+def _static(ob, bone_map: Mapping[str, str]) -> _RigStatic:
+    """The cached :class:`_RigStatic` of ``ob`` (rebuilt when its bones, rest pose, object
+    matrix or the bone map changed)."""
+    key = ob.as_pointer()
+    fp = _fingerprint(ob, bone_map)
+    hit = _STATIC.get(key)
+    if hit is not None and hit[0] == fp:
+        return hit[1]
+    st = _RigStatic(ob, bone_map)
+    if len(_STATIC) > 32:
+        _STATIC.clear()
+    _STATIC[key] = (fp, st)
+    return st
+
+
+def clear_cache() -> None:
+    """Forget the cached rest-pose data of every armature."""
+    _STATIC.clear()
 
 
 def _keyed_bones(ob, mapped: set[str]) -> list[str]:
@@ -111,6 +191,22 @@ def _rotation_channels(pb, r_basis: np.ndarray) -> tuple[str, np.ndarray]:
     return "rotation_euler", rm.matrix_to_euler(r_basis, mode)
 
 
+def rotation_channels(armature_ob, basis: Mapping[str, np.ndarray],
+                      bones) -> dict[str, tuple[str, np.ndarray]]:
+    """:func:`_rotation_channels` of every bone in ``bones`` (``basis``: bone -> (F, 3, 3)),
+    with the quaternion bones converted together in one batch."""
+    pbones = armature_ob.pose.bones
+    bones = list(bones)
+    quat = [b for b in bones if pbones[b].rotation_mode == "QUATERNION"]
+    out = {}
+    if quat:
+        q = rm.quat_make_continuous(rm.matrix_to_quat(np.stack([basis[b] for b in quat],
+                                                                axis=1)), axis=0)
+        for k, b in enumerate(quat):
+            out[b] = ("rotation_quaternion", np.ascontiguousarray(q[:, k]))
+    return {b: out[b] if b in out else _rotation_channels(pbones[b], basis[b]) for b in bones}
+
+
 def _write_curves(action, slot, bone: str, prop: str, values: np.ndarray,
                   times: np.ndarray) -> None:
     n = times.size
@@ -140,67 +236,59 @@ def solve_pose(armature_ob, motion: PhraseMotion, bone_map: Mapping[str, str], *
     Returns ``{"basis": {bone: (F, 3, 3)}, "root": (bone, (F, 3) location), "scale": s,
     "heads": (F, J, 3) solved world heads in motion space}``.
     """
-    rig, a = target_rig(armature_ob, bone_map)
-    ra = rm.orthonormalize(a[:3, :3])
-    a_inv = np.linalg.inv(a)
+    st = _static(armature_ob, bone_map)
+    rig, ra, a_inv = st.rig, st.ra, st.a_inv
     pos = np.asarray(motion.positions, dtype=np.float64)
     if scale is None:
         src_leg = leg_length(pos)
         scale = rig.leg_length() / src_leg if src_leg > 1e-9 else 1.0
-    bone_of = {bone_map[CANON_JOINTS[j]]: j for j in rig.joints}
-    movable = {j for b, j in bone_of.items()
-               if not armature_ob.data.bones[b].use_connect
-               and armature_ob.data.bones[b].use_local_location}
+    bone_of = st.bone_of
     world_rots, heads, shifts = solve_target(rig, pos * scale, motion.rotations,
-                                             slack_m=slack_m, movable=movable)
+                                             slack_m=slack_m, movable=st.movable,
+                                             tpose=st.r_t)
     n = pos.shape[0]
     locations = {}
     arm_rot = {}      # armature-space pose orientation of every keyed bone
     basis = {}
-    keyed = _keyed_bones(armature_ob, set(bone_of))
+    keyed = st.keyed
     root_info = None
     for name in keyed:
-        b = armature_ob.data.bones[name]
-        rest = rm.orthonormalize(np.array(b.matrix_local, dtype=np.float64)[:3, :3])
-        parent = b.parent
-        while parent is not None and parent.name not in arm_rot:
-            parent = parent.parent
+        rest = st.rest[name]
+        parent = st.parent[name]
         if name in bone_of:
             r_arm = ra.T @ world_rots[:, bone_of[name]]
         else:   # keyed at rest: follows its keyed parent rigidly
             if parent is None:
                 r_arm = np.broadcast_to(rest, (n, 3, 3)).copy()
             else:
-                prest = rm.orthonormalize(np.array(parent.matrix_local)[:3, :3])
-                r_arm = arm_rot[parent.name] @ (prest.T @ rest)
+                r_arm = arm_rot[parent] @ (st.rest[parent].T @ rest)
         arm_rot[name] = r_arm
         if parent is None:
             basis[name] = rest.T @ r_arm
         else:
-            prest = rm.orthonormalize(np.array(parent.matrix_local, dtype=np.float64)[:3, :3])
-            basis[name] = (rest.T @ prest) @ np.swapaxes(arm_rot[parent.name], -1, -2) @ r_arm
+            basis[name] = (rest.T @ st.rest[parent]) @ np.swapaxes(arm_rot[parent], -1, -2) \
+                @ r_arm
         if name in bone_of and name != bone_map["Hips"] and np.any(shifts[:, bone_of[name]]):
             # head moved by `shift` (motion space): location in the bone's rest-chain frame
             shift_arm = (a_inv[:3, :3] @ shifts[:, bone_of[name]].T).T
             if parent is None:
                 chain = np.broadcast_to(rest, (n, 3, 3))
             else:
-                prest = rm.orthonormalize(np.array(parent.matrix_local, dtype=np.float64)[:3, :3])
-                chain = arm_rot[parent.name] @ (prest.T @ rest)
+                chain = arm_rot[parent] @ (st.rest[parent].T @ rest)
             locations[name] = np.einsum("fba,fb->fa", chain, shift_arm)
         if name == bone_map["Hips"]:
-            if b.use_connect:
+            if st.connect[name]:
                 raise M2DError(f"the hips bone '{name}' is connected to its parent, so it "
                                "cannot move; disconnect it to play root motion")
             head_arm = (a_inv[:3, :3] @ heads[:, bone_of[name]].T).T + a_inv[:3, 3]
-            m = np.array(b.matrix_local, dtype=np.float64)
-            if b.use_local_location:
-                loc = (head_arm - m[:3, 3]) @ rm.orthonormalize(m[:3, :3])
+            m = st.matrix[name]
+            if st.local_loc[name]:
+                loc = (head_arm - m[:3, 3]) @ rest
             else:
                 loc = head_arm - m[:3, 3]
             root_info = (name, loc)
     return {"basis": basis, "root": root_info, "scale": float(scale), "heads": heads,
-            "keyed": keyed, "mapped": bone_of, "locations": locations}
+            "keyed": list(keyed), "mapped": bone_of, "locations": locations}
 
 
 def write_action(armature_ob, motion: PhraseMotion, *, name: str, bone_map=None,
@@ -271,5 +359,5 @@ def leg_length_of(armature_ob, bone_map: Mapping[str, str]) -> float:
     return rig.leg_length()
 
 
-__all__ = ["JOINT_INDEX", "leg_length_of", "resolve_bone_map", "solve_pose", "target_rig",
-           "write_action"]
+__all__ = ["JOINT_INDEX", "leg_length_of", "resolve_bone_map", "rotation_channels", "solve_pose",
+           "target_rig", "write_action"]

@@ -250,7 +250,7 @@ def choreograph(song: str | os.PathLike | Any, library, *, scorer=None,
 
     ``cancel`` (a :class:`threading.Event`) is checked between stages; ``analysis`` (a
     ``SongAnalysis`` of this song) skips the analysis stage."""
-    from .analysis import analyze_song
+    from .analysis import MAX_SONG_S, analyze_song
     from .audio import load_audio
 
     timer = timer or Timer()
@@ -263,7 +263,7 @@ def choreograph(song: str | os.PathLike | Any, library, *, scorer=None,
 
     report(0.0, "loading audio")
     with timer("load_audio"):
-        audio = song if hasattr(song, "y") else load_audio(song)
+        audio = song if hasattr(song, "y") else load_audio(song, max_duration_s=MAX_SONG_S)
     report(0.1, "analysing the song")
     if analysis is None:
         with timer("analysis"):

@@ -277,3 +277,110 @@ __all__ = ["candidate_label", "changed_phrases", "decode_array", "encode_array",
            "phrase_beats", "phrase_readouts", "placement_options", "ranked_choices",
            "redecode", "rerank_after", "rescored_candidates", "song_readouts",
            "stable_number"]
+
+
+# --------------------------------------------------------------------------- dance beats
+class DanceBeatTrack:
+    """:func:`blender_m2d.core.motion.detect_dance_beats` of a whole song's joint positions,
+    kept up to date when frames change.
+
+    The detector's per-frame quantities (the resampled front-view joint paths, their speed and
+    acceleration) are cached; :meth:`update` recomputes them only on the samples a window of
+    changed frames reaches, and :meth:`beats` takes the thresholds from the whole-song speed
+    statistics again (mean and std over the cached array, the same numbers a full run computes)
+    before the vectorised candidate and non-maximum-suppression steps. The result equals a full
+    ``detect_dance_beats`` of the updated positions exactly (tested); NaN positions
+    (unmapped joints) count as 0, as in :func:`blender_m2d.nla.measure`.
+    """
+
+    def __init__(self, positions: np.ndarray, fps: float, *, derivatives: str = "per_frame",
+                 alpha_v: float = 0.5, alpha_a: float = 1.0 / np.sqrt(3.0),
+                 window_s: float = 0.4):
+        from .motion import DETECTOR_FPS
+
+        if derivatives not in ("per_frame", "per_second"):
+            raise ValueError(f"derivatives must be 'per_frame' or 'per_second', "
+                             f"got {derivatives!r}")
+        pos = np.asarray(positions, dtype=np.float64)
+        if pos.ndim != 3 or pos.shape[2] != 3:
+            raise ValueError(f"positions must have shape (F, J, 3), got {pos.shape}")
+        self.fps, self.det_fps = float(fps), DETECTOR_FPS
+        self.alpha_v, self.alpha_a, self.window_s = alpha_v, alpha_a, window_s
+        self.dt = 1.0 / DETECTOR_FPS if derivatives == "per_second" else 1.0
+        self.n_src = pos.shape[0]
+        self.same_rate = abs(self.fps - self.det_fps) < 1e-9 or self.n_src < 2
+        if self.same_rate:
+            self.n = self.n_src
+        else:
+            self.n = int(np.floor((self.n_src - 1) / self.fps * self.det_fps + 1e-9)) + 1
+        self.t_src = np.arange(self.n_src) / self.fps
+        self.t_dst = np.arange(self.n) / self.det_fps
+        self.s = np.empty((self.n, pos.shape[1] * 2))
+        self.speed = np.zeros(self.n)
+        self.accel = np.zeros(self.n)
+        self._resample(pos, 0, self.n_src, 0, self.n)
+        self._derive(1, self.n - 1)
+
+    def _resample(self, pos: np.ndarray, lo: int, hi: int, k0: int, k1: int) -> None:
+        """Detector samples ``k0..k1-1`` from source frames ``lo..hi-1`` of ``pos``."""
+        p2 = np.nan_to_num(pos[lo:hi][:, :, [0, 2]]).reshape(hi - lo, -1)
+        if self.same_rate:
+            self.s[k0:k1] = p2[k0 - lo:k1 - lo]
+            return
+        xp = self.t_src[lo:hi]
+        x = self.t_dst[k0:k1]
+        for c in range(p2.shape[1]):
+            self.s[k0:k1, c] = np.interp(x, xp, p2[:, c])
+
+    def _derive(self, k0: int, k1: int) -> None:
+        """Speed and acceleration of inner samples ``k0..k1-1`` (clipped to 1..n-2)."""
+        k0, k1 = max(k0, 1), min(k1, self.n - 1)
+        if k1 <= k0:
+            return
+        s, dt = self.s, self.dt
+        v = np.ascontiguousarray((s[k0 + 1:k1 + 1] - s[k0 - 1:k1 - 1]) * 0.5 / dt)
+        a = np.ascontiguousarray((s[k0 + 1:k1 + 1] - 2.0 * s[k0:k1] + s[k0 - 1:k1 - 1])
+                                 / (dt * dt))
+        self.speed[k0:k1] = np.linalg.norm(v, axis=1)
+        self.accel[k0:k1] = np.linalg.norm(a, axis=1)
+
+    def update(self, positions: np.ndarray, lo: int, hi: int) -> None:
+        """Frames ``lo..hi-1`` of the song changed; ``positions`` is the whole updated song."""
+        lo, hi = max(int(lo), 0), min(int(hi), self.n_src)
+        if hi <= lo:
+            return
+        pos = np.asarray(positions, dtype=np.float64)
+        if self.same_rate:
+            k0, k1 = lo, hi
+            self._resample(pos, lo, hi, k0, k1)
+        else:
+            # samples whose bracketing source frames meet the window, and source frames
+            # two beyond them so every sample is interpolated from the same pair as a full run
+            k0 = max(int(np.floor((lo - 1) / self.fps * self.det_fps)) - 1, 0)
+            k1 = min(int(np.ceil(hi / self.fps * self.det_fps)) + 2, self.n)
+            s0 = max(int(np.floor(self.t_dst[k0] * self.fps)) - 2, 0)
+            s1 = min(int(np.ceil(self.t_dst[k1 - 1] * self.fps)) + 3, self.n_src)
+            self._resample(pos, s0, s1, k0, k1)
+        self._derive(k0 - 1, k1 + 1)
+
+    def beats(self) -> np.ndarray:
+        """Beat times in seconds from the first frame (as ``detect_dance_beats``)."""
+        n = self.n
+        if n < 5:
+            return np.zeros(0)
+        speed, accel = self.speed, self.accel
+        inner = slice(1, n - 1)
+        t_v = max(float(speed[inner].mean() - self.alpha_v * speed[inner].std()), 0.0)
+        t_a = self.alpha_a * t_v
+        coarse = np.zeros(n, dtype=bool)
+        coarse[inner] = (speed[inner] < t_v) & (accel[inner] > t_a)
+        strength = (t_v - speed) + (accel - t_a)
+        half = max(round(self.window_s * self.det_fps / 2), 1)
+        masked = np.full(n + 2 * half, -np.inf)
+        masked[half:half + n] = np.where(coarse, strength, -np.inf)
+        wmax = np.lib.stride_tricks.sliding_window_view(masked, 2 * half + 1).max(axis=1)
+        keep: list[int] = []
+        for t in np.flatnonzero(coarse & (strength >= wmax)).tolist():
+            if not (keep and t - keep[-1] <= half):
+                keep.append(t)
+        return np.asarray(keep, dtype=np.float64) / self.det_fps

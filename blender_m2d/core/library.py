@@ -171,6 +171,10 @@ class Library:
         pos[:, 0] = root
         pos[:, 1:] = rel + root[:, None, :]
         rot = np.asarray(self._arrays["rotations"][a:b], dtype=np.float32)
+        if not (np.isfinite(pos).all() and np.isfinite(rot).all()):
+            raise M2DError(f"the motion of phrase {self.phrases[i].id!r} holds NaN or infinite "
+                           "values: the motion files are damaged ('m2d library info --verify' "
+                           "checks them); rebuild the library", path=self.path)
         rot /= np.maximum(np.linalg.norm(rot, axis=-1, keepdims=True), 1e-6)
         return PhraseMotion(self.fps, pos, rot)
 

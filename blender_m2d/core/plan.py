@@ -12,6 +12,7 @@ The file format is documented in ``docs/formats.md`` (section "Plan").
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,10 @@ class Plan:
     def from_json(cls, doc: dict[str, Any], *, path: str | os.PathLike | None = None) -> Plan:
         try:
             phrases = tuple(_phrase_from_json(p) for p in doc["phrases"])
+            numbers = [float(doc["fps"])] + [float(b) for b in doc["beats_s"]]
+            numbers += [t for p in phrases for t in (p.music_start_s, p.music_end_s)]
+            if not all(math.isfinite(x) for x in numbers) or not float(doc["fps"]) > 0:
+                raise ValueError("fps, beat and phrase times must be finite (fps > 0)")
             return cls(
                 song=dict(doc["song"]), library=dict(doc["library"]),
                 scorer=dict(doc["scorer"]), decoding=dict(doc["decoding"]),
@@ -129,7 +134,7 @@ class Plan:
                 timings_s={k: float(v) for k, v in doc.get("timings_s", {}).items()},
                 placement=dict(doc.get("placement", {})),
                 armature=dict(doc.get("armature", {})))
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
             raise M2DError(f"invalid plan file ({type(err).__name__}: {err})", path=path) from err
 
     def save(self, path: str | os.PathLike) -> Path:

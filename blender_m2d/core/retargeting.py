@@ -295,8 +295,15 @@ def target_tpose_rotations(rig: TargetRig) -> np.ndarray:
     return q
 
 
+def tpose_orientations(rig: TargetRig) -> np.ndarray:
+    """The rig's T-pose orientation of every bone, ``R_T = q_rest^T @ rest_rots`` [(J, 3, 3)]
+    (what :func:`solve_target` starts each bone from; constant per rig)."""
+    return np.swapaxes(target_tpose_rotations(rig), -1, -2) @ rig.rest_rots
+
+
 def solve_target(rig: TargetRig, positions: np.ndarray, rotations: np.ndarray, *,
                  slack_m: float = 0.0, movable: frozenset[int] | set[int] = frozenset(),
+                 tpose: np.ndarray | None = None,
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """World orientations and heads of the target's mapped bones that follow a motion.
 
@@ -317,6 +324,8 @@ def solve_target(rig: TargetRig, positions: np.ndarray, rotations: np.ndarray, *
         offsets exceed the slack).
     movable : set[int]
         Joints whose bones may translate (not connected, local location).
+    tpose : np.ndarray, optional
+        :func:`tpose_orientations` of ``rig`` when the caller has it cached.
 
     Returns
     -------
@@ -331,8 +340,7 @@ def solve_target(rig: TargetRig, positions: np.ndarray, rotations: np.ndarray, *
     pos = np.asarray(positions, dtype=np.float64)
     qmat = rm.quat_to_matrix(np.asarray(rotations, dtype=np.float64))
     n = pos.shape[0]
-    q_rest = target_tpose_rotations(rig)
-    r_t = np.swapaxes(q_rest, -1, -2) @ rig.rest_rots          # rig's T-pose orientations
+    r_t = tpose_orientations(rig) if tpose is None else tpose   # rig's T-pose orientations
     rots = np.tile(np.eye(3), (n, N_JOINTS, 1, 1))
     heads = np.zeros((n, N_JOINTS, 3))
     shifts = np.zeros((n, N_JOINTS, 3))

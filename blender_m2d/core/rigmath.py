@@ -21,8 +21,10 @@ def quat_normalize(q: np.ndarray) -> np.ndarray:
     """Unit quaternions [shape=(..., 4)]; a zero quaternion becomes the identity."""
     q = np.asarray(q, dtype=np.float64)
     n = np.linalg.norm(q, axis=-1, keepdims=True)
-    out = np.where(n > 1e-12, q / np.maximum(n, 1e-12), 0.0)
-    out[..., 0] = np.where(n[..., 0] > 1e-12, out[..., 0], 1.0)
+    out = q / np.maximum(n, 1e-12)
+    small = n[..., 0] <= 1e-12
+    if small.any():
+        out[small] = (1.0, 0.0, 0.0, 0.0)
     return out
 
 
@@ -74,16 +76,18 @@ def matrix_to_quat(m: np.ndarray) -> np.ndarray:
     s02 = m[..., 0, 2] + m[..., 2, 0]
     s10 = m[..., 1, 0] + m[..., 0, 1]
     # Shepperd: four candidate (unnormalised) quaternions, keep the best-conditioned one.
-    cands = np.stack([
-        np.stack([1 + m00 + m11 + m22, d21, d02, d10], -1),
-        np.stack([d21, 1 + m00 - m11 - m22, s10, s02], -1),
-        np.stack([d02, s10, 1 - m00 + m11 - m22, s21], -1),
-        np.stack([d10, s02, s21, 1 - m00 - m11 + m22], -1),
-    ], axis=-2)
     diag = np.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22,
                      1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1)
     k = np.argmax(diag, axis=-1)
-    q = np.take_along_axis(cands, k[..., None, None], axis=-2)[..., 0, :]
+    cands = (
+        (diag[..., 0], d21, d02, d10),
+        (d21, diag[..., 1], s10, s02),
+        (d02, s10, diag[..., 2], s21),
+        (d10, s02, s21, diag[..., 3]),
+    )
+    q = np.empty((*m.shape[:-2], 4))
+    for c in range(4):
+        q[..., c] = np.choose(k, [cand[c] for cand in cands])
     q = quat_normalize(q)
     return np.where(q[..., :1] < 0, -q, q)
 
@@ -173,6 +177,24 @@ def orthonormalize(m: np.ndarray) -> np.ndarray:
     u = u.copy()
     u[..., :, 2] *= d[..., None]
     return u @ vt
+
+
+def rigid_inverse(m: np.ndarray, *, tol: float = 1e-5) -> np.ndarray:
+    """Inverse of 4x4 rigid transforms [shape=(..., 4, 4)] in closed form (``R^T``,
+    ``-R^T t``); falls back to ``np.linalg.inv`` when a matrix is not rigid (scale, shear,
+    projective row)."""
+    m = np.asarray(m, dtype=np.float64)
+    r = m[..., :3, :3]
+    rt = np.swapaxes(r, -1, -2)
+    rigid = (np.abs(rt @ r - np.eye(3)).max() <= tol
+             and np.abs(m[..., 3, :] - np.array([0.0, 0.0, 0.0, 1.0])).max() <= tol)
+    if not rigid:
+        return np.linalg.inv(m)
+    out = np.zeros_like(m)
+    out[..., :3, :3] = rt
+    out[..., :3, 3] = -(rt @ m[..., :3, 3, None])[..., 0]
+    out[..., 3, 3] = 1.0
+    return out
 
 
 def frame_from_axes(primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:

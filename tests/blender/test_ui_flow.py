@@ -169,6 +169,45 @@ def test_seams_around_the_swap_have_no_pops(choreographed):
     assert max(jump) < 10.0, jump
 
 
+def _check_edit_caches(scene) -> None:
+    """What the local edits keep cached (the keys written into each action, the beat detector
+    state, the evaluated positions) equals reading the actions again and evaluating the whole
+    song from scratch."""
+    from blender_m2d import nla, operators
+
+    ob, applied, _lib = operators.current(bpy.context)
+    plan = applied.plan
+    strips = nla._our_strips(ob.animation_data)
+    cached = 0
+    for ph in plan.phrases:
+        act = strips[ph.frame_start].action
+        lay = nla._layer_of(act, ph.frame_start, ph.frame_end)
+        if lay is None:
+            continue
+        cached += 1
+        fresh = nla.read_action(act, ph.frame_start, ph.frame_end)
+        assert lay.channels.keys() == fresh.channels.keys()
+        for key, v in fresh.channels.items():
+            np.testing.assert_array_equal(lay.channels[key], v, err_msg=str(key))
+    assert cached == len(plan.phrases)
+    local = plan.metrics
+    nla._LAYER_CACHE.clear()
+    nla._EVAL_CACHE.clear()
+    full = nla.evaluate_plan(ob, nla.AppliedPlan(plan=plan, bone_map=applied.bone_map))
+    np.testing.assert_allclose(full.plan.metrics["beats"]["dance_beats_s"],
+                               local["beats"]["dance_beats_s"], atol=1e-9)
+    for key, v in local["beats"]["song"].items():
+        if isinstance(v, float):
+            assert full.plan.metrics["beats"]["song"][key] == pytest.approx(v), key
+    a = [sm["root_jump_cm"] for sm in full.plan.metrics["seams"]["per_seam"]]
+    b = [sm["root_jump_cm"] for sm in local["seams"]["per_seam"]]
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_swap_caches_equal_a_fresh_read_and_full_evaluation(choreographed):
+    _check_edit_caches(choreographed)
+
+
 def test_lock_toggles_and_stays_in_the_plan(choreographed):
     s = choreographed.m2d
     assert s.phrases[2].locked
@@ -218,6 +257,10 @@ def test_rechoreograph_unlocked_keeps_locked_phrases_in_place(choreographed):
     assert sorted(_strip_actions(ob)) == [p.frame_start for p in after.phrases]
     assert [r.phrase_id for r in s.phrases] == list(after.phrase_ids)
     assert s.phrases[2].edited      # the hand swap is remembered for the labels
+
+
+def test_rechoreograph_caches_equal_a_fresh_read_and_full_evaluation(choreographed):
+    _check_edit_caches(choreographed)
 
 
 def test_jump_and_play_move_the_playhead_to_the_phrase(choreographed):

@@ -48,6 +48,24 @@ def test_legacy_lines_go_through_adapters():
     rows = {r["metric"]: r for r in res["rows"]}
     assert rows["swap one phrase (operator), median"]["pass"] is False
     assert rows["swap one phrase (operator), median"]["baseline_value"] == pytest.approx(8900)
+    models = {"presets": [{"preset": "small", "K": 70, "params": {"E+P": 1.6e6},
+                           "onnx_mb": 6.5, "parity_max_abs_diff": 1e-7, "torch_cpu_s": 0.4,
+                           "ort_cpu_s": 0.08, "ort_cuda_s": "no GPU"}],
+              "training": {"pretrain_small_cpu_samples_per_s": 10.0,
+                           "pretrain_paper_gpu_amp_samples_per_s": "no GPU"}}
+    res = bench.parse_output("models", "| table |\nBENCH " + json.dumps(models) + "\n")
+    rows = {r["metric"]: r for r in res["rows"]}
+    ort = rows["whole-song scoring latency, onnxruntime CPU, small (K=70)"]
+    assert ort["value"] == pytest.approx(80) and ort["ratio"] == pytest.approx(5)
+    cuda = [r for r in res["rows"] if r["device"] == "cuda"]
+    assert len(cuda) == 2 and all(r["value"] is None and r["note"] == "no GPU" for r in cuda)
+    soak = {"bench": "soak", "songs": 50, "rss_end_mb": 520.0, "rss_after_warmup_mb": 500.0,
+            "rss_growth_after_warmup": 0.04, "steady_state_leaks": {},
+            "teardown_leaks": {"texts": 1}, "s_per_song": 1.5}
+    rows = {r["metric"]: r for r in bench.parse_output("soak", json.dumps(soak))["rows"]}
+    assert rows["resident memory after song 50 (one Blender process)"]["pass"] is True
+    assert rows["datablock kinds that grow from song to song"]["pass"] is True
+    assert rows["datablocks left after remove_plan"]["pass"] is False
     res = bench.parse_output("unknown", json.dumps({"a_b": 3, "s": "text"}))
     assert [r["metric"] for r in res["rows"]] == ["a b"]
     assert bench.parse_output("x", "no json here\n") is None
@@ -90,6 +108,9 @@ def test_runner_runs_scripts_with_timeout_and_failures(tmp_path, monkeypatch):
         "import json, sys\nprint('hello')\nquick = '--quick' in sys.argv\n"
         "print('BENCH_JSON ' + json.dumps({'rows': [{'metric': 'q', 'value': float(quick)}]}))\n")
     (d / "bench_fail.py").write_text("import sys\nprint('boom')\nsys.exit(3)\n")
+    (d / "bench_miss.py").write_text(
+        "import sys\nprint('BENCH_JSON {\"rows\": [{\"metric\": \"m\", \"value\": 2, "
+        "\"goal\": \"< 1\"}]}')\nsys.exit(1)\n")
     (d / "bench_slow.py").write_text("import time\ntime.sleep(30)\n")
     monkeypatch.setattr(bench, "OUT", tmp_path / "out")
     monkeypatch.setattr(bench, "SPECS", {"slow": bench.Spec(timeout_s=2)})
@@ -101,7 +122,9 @@ def test_runner_runs_scripts_with_timeout_and_failures(tmp_path, monkeypatch):
     assert "exit status 3" in text and "timed out after 2 s" in text
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     status = {b["name"]: b["status"] for b in results["benchmarks"]}
-    assert status == {"fail": "failed", "good": "ok", "slow": "timeout"}
+    assert status == {"fail": "failed", "good": "ok", "miss": "reported, exit 1",
+                      "slow": "timeout"}
+    assert "| miss | m | 2 |" in text and "**MISS**" in text
     assert (tmp_path / "out" / "logs" / "fail.log").read_text().count("boom") == 1
     assert bench.run(_ns(bench_dir=str(d), out=str(md), only=["good"])) == 0
     with pytest.raises(Exception, match="no benchmark named"):

@@ -109,3 +109,32 @@ def test_locked_phrase_keeps_its_timing_when_neighbours_change(setup):
     assert new.phrases[3].warp == keep.warp
     assert (new.phrases[3].frame_start, new.phrases[3].frame_end) == (keep.frame_start,
                                                                       keep.frame_end)
+
+
+@pytest.mark.parametrize("fps", [24.0, 25.0, 30.0, 60.0])
+@pytest.mark.parametrize("derivatives", ["per_frame", "per_second"])
+def test_dance_beat_track_equals_full_detection(fps, derivatives):
+    """Updating the cached detector on windows of changed frames gives exactly the beats (and
+    per-sample speeds) of detecting on the whole updated song again."""
+    from blender_m2d.core.editing import DanceBeatTrack
+    from blender_m2d.core.motion import detect_dance_beats
+
+    rng = np.random.default_rng(int(fps))
+    n = 1500
+    t = np.arange(n) / fps
+    pos = np.cumsum(rng.normal(size=(n, 22, 3)) * 0.01, axis=0)
+    pos += 0.2 * np.sin(7.0 * t)[:, None, None]
+    pos[:, 5] = np.nan                                   # an unmapped joint
+    track = DanceBeatTrack(pos, fps, derivatives=derivatives)
+    clean = np.nan_to_num(pos)
+    np.testing.assert_array_equal(track.beats(),
+                                  detect_dance_beats(clean, fps, derivatives=derivatives))
+    for lo, hi in ((0, 120), (600, 851), (n - 90, n), (7, 8), (300, 301)):
+        pos = pos.copy()
+        pos[lo:hi] += rng.normal(size=(hi - lo, 22, 3)) * 0.05
+        track.update(pos, lo, hi)
+        full = DanceBeatTrack(pos, fps, derivatives=derivatives)
+        np.testing.assert_array_equal(track.speed, full.speed)
+        np.testing.assert_array_equal(track.accel, full.accel)
+        np.testing.assert_array_equal(
+            track.beats(), detect_dance_beats(np.nan_to_num(pos), fps, derivatives=derivatives))
