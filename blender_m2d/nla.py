@@ -613,6 +613,27 @@ def check_plan_fits(plan: Plan, library, scene) -> None:
         raise M2DError(f"the dance library has no phrase {missing[0]!r} used by the plan")
 
 
+def check_rig(armature_ob, bone_map: Mapping[str, str]) -> None:
+    """Refuse rigs the dance cannot play on, before anything is created: a non-uniform object
+    scale (on the armature or a parent: bones would stretch as they rotate) and a hips bone
+    connected to its parent (no root motion)."""
+    ob = armature_ob
+    while ob is not None:
+        s = tuple(float(v) for v in ob.scale)
+        if max(abs(v) for v in s) - min(abs(v) for v in s) > 1e-4 * max(abs(v) for v in s):
+            whose = "" if ob is armature_ob else f"'s parent '{ob.name}'"
+            raise M2DError(
+                f"armature '{armature_ob.name}'{whose} has a non-uniform scale "
+                f"({s[0]:g}, {s[1]:g}, {s[2]:g}): its bones would stretch as they rotate; apply "
+                "the scale first (Ctrl+A > Scale in Object mode), a uniform scale is fine")
+        ob = ob.parent
+    hips = bone_map.get(CANON_JOINTS[ROOT]) if bone_map else None
+    bone = armature_ob.data.bones.get(hips) if hips else None
+    if bone is not None and bone.use_connect:
+        raise M2DError(f"the hips bone '{hips}' is connected to its parent, so it cannot move; "
+                       "disconnect it to play root motion")
+
+
 def apply_plan(armature_ob, plan: Plan, library, *, rig=None, scene=None, sound: bool = True,
                markers: bool = True, evaluate: bool = True,
                options: P.PlacementOptions | None = None,
@@ -651,6 +672,7 @@ def apply_plan(armature_ob, plan: Plan, library, *, rig=None, scene=None, sound:
     # ---- validate everything before touching the scene
     check_plan_fits(plan, library, scene)
     bone_map = retarget.resolve_bone_map(armature_ob, rig)
+    check_rig(armature_ob, bone_map)
     if sound:
         song_path = plan.song.get("path")
         if not song_path or not os.path.isfile(song_path):
@@ -661,13 +683,16 @@ def apply_plan(armature_ob, plan: Plan, library, *, rig=None, scene=None, sound:
     rig_leg = retarget.leg_length_of(armature_ob, bone_map)
     scale = rig_leg / ref_leg if ref_leg > 1e-9 else 1.0
 
-    ad = armature_ob.animation_data_create()
     warnings = []
-    if ad.action is not None and not is_ours(ad.action):
+    ad = armature_ob.animation_data
+    if ad is not None and ad.action is not None and not is_ours(ad.action):
         warnings.append(f"armature '{armature_ob.name}' has the active action "
                         f"'{ad.action.name}', which overrides the dance on the channels it "
                         "animates; push it down to the NLA or unassign it to see the dance")
+    created_ad = False
     created_actions, new_tracks, layers = [], [], []
+    undo_scene = None
+    new_song = None
     try:
         created_actions, layers = write_actions(armature_ob, placed, bone_map=bone_map,
                                                 fps=plan.fps, scale=scale)
@@ -681,6 +706,9 @@ def apply_plan(armature_ob, plan: Plan, library, *, rig=None, scene=None, sound:
         for act, lay in zip(created_actions, layers):
             _keep_layer(act, lay)
         t = step("align_channels", t)
+        if ad is None:
+            ad = armature_ob.animation_data_create()
+            created_ad = True
         lower = ad.nla_tracks.new()
         new_tracks.append(lower)
         upper = ad.nla_tracks.new(prev=lower)
@@ -702,14 +730,30 @@ def apply_plan(armature_ob, plan: Plan, library, *, rig=None, scene=None, sound:
                 st.blend_in = float(xf) if i > 0 else 0.0
                 st.blend_out = float(xf) if i < last else 0.0
         t = step("nla", t)
+        # ---- sound, markers, frame range: still before the commit, undone on failure
+        undo_scene = _SceneUndo.of(scene)
+        if sound:
+            new_song = _add_song(scene, plan.song["path"], frame_start=plan.frame_start,
+                                 name=SOUND_STRIP + " (new)")
+        if markers:
+            set_markers(scene, plan)
+        scene.frame_start = plan.frame_start
+        scene.frame_end = plan.frame_end
+        t = step("sound_markers", t)
     except BaseException:
+        if new_song is not None:
+            _remove_sound_strip(scene, new_song)
+        if undo_scene is not None:
+            undo_scene.restore(scene)
         for tr in new_tracks:
             ad.nla_tracks.remove(tr)
         for act in created_actions:
             bpy.data.actions.remove(act)
+        if created_ad:
+            armature_ob.animation_data_clear()
         raise
 
-    # ---- commit: drop our previous tracks/actions, name the new ones
+    # ---- commit: drop our previous tracks/actions/song, name the new ones (cannot fail)
     old_actions = []
     for tr in [tr for tr in ad.nla_tracks if is_ours(tr) and tr not in new_tracks]:
         old_actions += [s.action for s in tr.strips if s.action is not None]
@@ -720,13 +764,8 @@ def apply_plan(armature_ob, plan: Plan, library, *, rig=None, scene=None, sound:
         if is_ours(act) and act.users == 0:
             bpy.data.actions.remove(act)
     lower.name, upper.name = TRACK_LOWER, TRACK_UPPER
-    if sound:
-        set_song(scene, plan.song["path"], frame_start=plan.frame_start)
-    if markers:
-        set_markers(scene, plan)
-    scene.frame_start = plan.frame_start
-    scene.frame_end = plan.frame_end
-    t = step("sound_markers", t)
+    if new_song is not None:
+        _commit_song(scene, new_song)
 
     applied = AppliedPlan(plan=plan, actions=created_actions, placed=placed,
                           bone_map=dict(bone_map), warnings=warnings)
@@ -753,27 +792,91 @@ def has_audio() -> bool:
 
 def set_song(scene, path: str, *, frame_start: int = 1):
     """Put the song on the sequencer as ``"m2d song"`` (replacing ours); M2DError if Blender
-    cannot read it. Returns None (and logs) on a Blender built without audio."""
+    cannot read it (ours then stays as it was). Returns None (and logs) on a Blender built
+    without audio."""
+    st = _add_song(scene, path, frame_start=frame_start, name=SOUND_STRIP + " (new)")
+    if st is not None:
+        st = _commit_song(scene, st)
+    return st
+
+
+def _add_song(scene, path: str, *, frame_start: int, name: str):
+    """A new sound strip ``name`` for ``path`` beside ours (not replacing it yet); M2DError
+    (and nothing added) if Blender cannot read the file; None without audio support."""
     if not has_audio():
         log.warning("this Blender has no audio support; the song is not added to the sequencer")
         return None
     se = scene.sequence_editor or scene.sequence_editor_create()
     strips = _sequences(se)
-    for st in [s for s in strips if s.name.startswith(SOUND_STRIP)]:
-        snd = getattr(st, "sound", None)
-        strips.remove(st)
-        if snd is not None and snd.users == 0:
-            bpy.data.sounds.remove(snd)
     used = {s.channel for s in strips}
     channel = next(c for c in range(1, 129) if c not in used)
-    st = strips.new_sound(SOUND_STRIP, os.fspath(path), channel, int(frame_start))
+    st = strips.new_sound(name, os.fspath(path), channel, int(frame_start))
     snd = st.sound
     if snd.samplerate == 0 or snd.channels == "INVALID":
-        strips.remove(st)
-        if snd.users == 0:
-            bpy.data.sounds.remove(snd)
+        _remove_sound_strip(scene, st)
         raise M2DError("Blender cannot read this audio file", path=path)
     return st
+
+
+def _remove_sound_strip(scene, st) -> None:
+    """Remove sequencer strip ``st`` and its Sound datablock when nothing else uses it."""
+    se = scene.sequence_editor
+    if se is None:
+        return
+    snd = getattr(st, "sound", None)
+    _sequences(se).remove(st)
+    if snd is not None and snd.users == 0:
+        bpy.data.sounds.remove(snd)
+
+
+def _commit_song(scene, new):
+    """Replace our previous song strip(s) by ``new``: old strips and their unused sounds
+    removed, ``new`` named ``"m2d song"`` (its sound keeps the old sound's name when free) and
+    moved to the lowest free channel."""
+    strips = _sequences(scene.sequence_editor)
+    old_names = []
+    for st in [s for s in strips if s.name.startswith(SOUND_STRIP) and s != new]:
+        snd = getattr(st, "sound", None)
+        if snd is not None:
+            old_names.append(snd.name)
+        _remove_sound_strip(scene, st)
+    new.name = SOUND_STRIP
+    snd = new.sound
+    if old_names and snd is not None and snd.name != old_names[0] \
+            and old_names[0] not in bpy.data.sounds:
+        snd.name = old_names[0]
+    used = {s.channel for s in strips if s != new}
+    channel = next(c for c in range(1, 129) if c not in used)
+    if channel < new.channel:
+        new.channel = channel
+    return new
+
+
+@dataclass
+class _SceneUndo:
+    """What the sound/markers step changes besides the new strip: our markers, frame range."""
+
+    markers: list
+    frames: tuple[int, int]
+
+    @classmethod
+    def of(cls, scene) -> _SceneUndo:
+        return cls([(m.name, m.frame, m.select, m.camera) for m in scene.timeline_markers
+                    if m.name.startswith(MARKER_PREFIX)], (scene.frame_start, scene.frame_end))
+
+    def restore(self, scene) -> None:
+        for m in [m for m in scene.timeline_markers if m.name.startswith(MARKER_PREFIX)]:
+            scene.timeline_markers.remove(m)
+        for name, frame, select, camera in self.markers:
+            m = scene.timeline_markers.new(name, frame=frame)
+            m.select, m.camera = select, camera
+        start, end = self.frames
+        if start > scene.frame_end:
+            scene.frame_end = end
+            scene.frame_start = start
+        else:
+            scene.frame_start = start
+            scene.frame_end = end
 
 
 def set_markers(scene, plan: Plan) -> None:
@@ -792,7 +895,9 @@ def set_markers(scene, plan: Plan) -> None:
 
 
 def remove_plan(armature_ob, scene=None) -> None:
-    """Remove everything :func:`apply_plan` added (tracks, actions, sound strip, markers)."""
+    """Remove everything :func:`apply_plan` added (tracks, actions, sound strip and its sound,
+    markers) and put the pose channels only our actions drove back to rest (the frame range
+    stays set to the song)."""
     scene = scene or bpy.context.scene
     ad = armature_ob.animation_data
     if ad is not None:
@@ -800,16 +905,74 @@ def remove_plan(armature_ob, scene=None) -> None:
         for tr in [tr for tr in ad.nla_tracks if is_ours(tr)]:
             acts += [s.action for s in tr.strips if s.action is not None]
             ad.nla_tracks.remove(tr)
+        if ad.action is not None and is_ours(ad.action):
+            acts.append(ad.action)
+            ad.action = None
+        ours = set()
         for act in acts:
+            ours |= _pose_channels(act)
+        _reset_pose(armature_ob, ours - _user_channels(ad))
+        for act in dict.fromkeys(acts):
             if is_ours(act) and act.users == 0:
                 bpy.data.actions.remove(act)
     se = scene.sequence_editor
     if se is not None:
-        strips = _sequences(se)
-        for st in [s for s in strips if s.name.startswith(SOUND_STRIP)]:
-            strips.remove(st)
+        for st in [s for s in _sequences(se) if s.name.startswith(SOUND_STRIP)]:
+            _remove_sound_strip(scene, st)
     for m in [m for m in scene.timeline_markers if m.name.startswith(MARKER_PREFIX)]:
         scene.timeline_markers.remove(m)
+
+
+_REST = {"location": (0.0, 0.0, 0.0), "rotation_quaternion": (1.0, 0.0, 0.0, 0.0),
+         "rotation_euler": (0.0, 0.0, 0.0), "rotation_axis_angle": (0.0, 0.0, 1.0, 0.0),
+         "scale": (1.0, 1.0, 1.0)}
+
+
+def _pose_channels(action) -> set[tuple[str, str]]:
+    """``(bone, property)`` of every pose-bone F-curve of ``action`` (all slots)."""
+    out = set()
+    bags = []
+    if compat.has_slots():
+        for layer in getattr(action, "layers", ()):
+            for strip in layer.strips:
+                bags += [b.fcurves for b in getattr(strip, "channelbags", ())]
+    else:
+        bags.append(action.fcurves)
+    for fcs in bags:
+        for fc in fcs:
+            m = _PATH_RE.match(fc.data_path)
+            if m:
+                out.add((m.group(1).replace('\\"', '"'), m.group(2)))
+    return out
+
+
+def _user_channels(ad) -> set[tuple[str, str]]:
+    """Pose channels the user's own animation drives: their active action, the actions on
+    their NLA tracks (muted ones included), their drivers."""
+    out = set()
+    if ad is None:
+        return out
+    if ad.action is not None and not is_ours(ad.action):
+        out |= _pose_channels(ad.action)
+    for tr in ad.nla_tracks:
+        if not is_ours(tr):
+            for st in tr.strips:
+                if st.action is not None:
+                    out |= _pose_channels(st.action)
+    for fc in ad.drivers:
+        m = _PATH_RE.match(fc.data_path)
+        if m:
+            out.add((m.group(1).replace('\\"', '"'), m.group(2)))
+    return out
+
+
+def _reset_pose(armature_ob, channels) -> None:
+    """Set the given ``(bone, property)`` pose channels to their rest values."""
+    pbones = armature_ob.pose.bones if armature_ob.pose is not None else {}
+    for bone, prop in channels:
+        pb = pbones.get(bone)
+        if pb is not None and prop in _REST:
+            setattr(pb, prop, _REST[prop])
 
 
 # =========================================================================== metrics

@@ -75,9 +75,6 @@ def test_a_mesh_instead_of_an_armature(plan, bundled_library, refused):
     _refused_apply(refused, ob, plan, bundled_library, r"^'Cube' is not an armature$")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: nla.apply_plan creates the armature's AnimData "
-                   "(animation_data_create) before write_action fails, so a refused rig is "
-                   "left with a new empty AnimData")
 def test_connected_hips_bone(plan, bundled_library, refused):
     fresh_scene()
     ob = rigs.build_test_armature("unreal", name="UE", with_mesh=False)
@@ -90,10 +87,6 @@ def test_connected_hips_bone(plan, bundled_library, refused):
                    r"disconnect it to play root motion$")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: nla.apply_plan accepts an armature with a "
-                   "non-uniform object scale silently: limbs stretch as they rotate (shin 0.42 -> "
-                   "0.84 m) and foot skate goes from 12 to 45-70 cm/s; expected an M2DError or "
-                   "a warning telling the user to apply the scale")
 @pytest.mark.parametrize("scale", [(1.0, 1.0, 2.0), (1.0, 3.0, 1.0)])
 def test_non_uniform_scale(plan, bundled_library, scale):
     fresh_scene()
@@ -159,9 +152,6 @@ def test_user_animation_is_kept_value_for_value(plan, bundled_library, note):
          f"after remove; warning: {applied.warnings[0]}")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: nla.remove_plan leaves the pose channels our "
-                   "actions drove (and the user's animation does not) at the dance's last "
-                   "evaluated values, e.g. the hips 0.84 m up; they were at rest before")
 def test_remove_plan_restores_the_pose(plan, bundled_library):
     scene, ob = user_scene()
     before = scene_state()
@@ -174,8 +164,6 @@ def test_remove_plan_restores_the_pose(plan, bundled_library):
                 "Hero's pose after remove_plan")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: nla.remove_plan removes the 'm2d song' sound strip "
-                   "but not its sound datablock (left with 0 users in bpy.data.sounds)")
 def test_remove_plan_leaves_no_datablocks(plan, bundled_library):
     _scene, ob = user_scene()
     before = datablock_counts()
@@ -205,11 +193,7 @@ def test_failed_reapply_keeps_the_existing_choreography(plan, bundled_library, r
 
 
 STEPS = ["validate", "placement", "write_actions", "align_channels", "nla",
-         pytest.param("sound_markers", marks=pytest.mark.xfail(
-             strict=True, reason="bug: nla.apply_plan commits (old tracks removed, new ones "
-             "named) before the sound/markers step, so an exception raised there (a cancel via "
-             "progress, or set_song's 'Blender cannot read this audio file') leaves the new "
-             "choreography applied while the caller sees a failure"))]
+         "sound_markers"]
 
 
 @pytest.mark.parametrize("stop", STEPS)
