@@ -41,3 +41,10 @@ def test_safe_child_refuses_escapes(tmp_path):
     for bad in ("../x", "/etc/passwd", "a/../../x", ""):
         with pytest.raises(M2DError):
             safe_child(tmp_path, bad)
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    from blender_m2d.core import fileio
+
+    p = write_json_atomic(tmp_path / "plan.json", {"a": 1})
+    assert (p.stat().st_mode & 0o777) == 0o666 & ~fileio._UMASK
