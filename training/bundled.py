@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,36 @@ def teacher_rows(song: Path, library: Any) -> list[tuple[float, float, str]]:
             for p, j in zip(analysis.phrases, seq)]
 
 
+def corpus_split(cfg: BundledConfig) -> tuple[list[Path], list[Path]]:
+    """(seed songs, unlabelled songs) from ``cfg.corpus``: evenly spread over its sorted audio
+    files, alternating seed / unlabelled."""
+    if not cfg.corpus:
+        return [], []
+    root = Path(cfg.corpus)
+    if not root.is_dir():
+        log.warning("no corpus folder %s (python -m training.fetch_corpus); using the shipped "
+                    "music only", root)
+        return [], []
+    pool = sorted(p for p in root.rglob("*") if p.is_file()
+                  and p.suffix.lower() in AUDIO_SUFFIXES)
+    n = min(len(pool), cfg.corpus_seed_songs + cfg.corpus_unlabelled_songs)
+    if n == 0:
+        return [], []
+    picks = sorted({round(i * (len(pool) - 1) / max(n - 1, 1)) for i in range(n)})
+    chosen = [pool[i] for i in picks]
+    seed = chosen[0::2][:cfg.corpus_seed_songs]
+    unl = [p for p in chosen if p not in seed][:cfg.corpus_unlabelled_songs]
+    return seed, unl
+
+
+def _place(src: Path, dst: Path) -> None:
+    """Hard-link (same file system) or copy ``src`` to ``dst``."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def build_dataset(cfg: BundledConfig) -> tuple[Path, dict[str, Any]]:
     """Write ``<work>/dataset`` (dataset.json, labels.csv, songs/, unlabelled/)."""
     from blender_m2d.core.library import load_library
@@ -96,43 +127,52 @@ def build_dataset(cfg: BundledConfig) -> tuple[Path, dict[str, Any]]:
     missing = (test | unl) - {p.stem for p in songs}
     if missing:
         raise M2DError(f"songs named in test_songs/unlabelled_songs not found: {sorted(missing)}")
+    corpus_seed, corpus_unl = corpus_split(cfg)
     work = Path(cfg.work)
     work.mkdir(parents=True, exist_ok=True)
     cache = work / "teacher"
     cache.mkdir(exist_ok=True)
-    summary: dict[str, Any] = {"seed_songs": [], "test_songs": [], "unlabelled_songs": []}
+    summary: dict[str, Any] = {"seed_songs": [], "test_songs": [], "unlabelled_songs": [],
+                               "corpus": str(cfg.corpus or "")}
+
+    names = {p: p.name for p in songs}
+    names.update({p: "corpus__" + "__".join(p.relative_to(cfg.corpus).parts)
+                  for p in [*corpus_seed, *corpus_unl]})
+
     with atomic_directory(work / "dataset") as ds:
         (ds / "songs").mkdir()
         (ds / "unlabelled").mkdir()
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(["song", "start_s", "end_s", "phrase_id", "split"])
-        for p in songs:
+        for p in [*songs, *corpus_seed]:
+            name = names[p]
             if p.stem in unl:
-                shutil.copy2(p, ds / "unlabelled" / p.name)
-                summary["unlabelled_songs"].append(p.name)
+                _place(p, ds / "unlabelled" / name)
+                summary["unlabelled_songs"].append(name)
                 continue
-            shutil.copy2(p, ds / "songs" / p.name)
+            _place(p, ds / "songs" / name)
             key = cache / f"{_sha(p)[:16]}-{library.hash[:12]}.json"
             if key.is_file():
                 rows = [tuple(r) for r in json.loads(key.read_text())]
             else:
-                log.info("teacher-labelling %s", p.name)
+                log.info("teacher-labelling %s", name)
                 rows = teacher_rows(p, library)
                 write_json_atomic(key, rows)
             split = "test" if p.stem in test else "train"
             summary["test_songs" if split == "test" else "seed_songs"].append(
-                {"song": p.name, "phrases": len(rows)})
+                {"song": name, "phrases": len(rows)})
             for s, e, pid in rows:
-                w.writerow([p.name, f"{s:.4f}", f"{e:.4f}", pid, split])
+                w.writerow([name, f"{s:.4f}", f"{e:.4f}", pid, split])
+        for p in corpus_unl:
+            _place(p, ds / "unlabelled" / names[p])
+            summary["unlabelled_songs"].append(names[p])
         write_bytes_atomic(ds / "labels.csv", buf.getvalue().encode("utf-8"))
-        unl_dirs = ["unlabelled"] + ([str(Path(cfg.unlabelled_dir).resolve())]
-                                     if cfg.unlabelled_dir else [])
         write_json_atomic(ds / "dataset.json", {
             "format": DATASET_FORMAT, "format_version": DATASET_VERSION,
             "library": str((lib_path / "library.json").resolve() if lib_path.is_dir()
                            else lib_path.resolve()),
-            "labels": "labels.csv", "songs_dir": "songs", "unlabelled_dir": unl_dirs,
+            "labels": "labels.csv", "songs_dir": "songs", "unlabelled_dir": "unlabelled",
             "label_source": "teacher: core.baseline rhythm/energy matcher, greedy Eq. 6 "
                             "decoding with the style transition matrix M0"})
     summary["library_phrases"] = len(library.ids)
@@ -158,16 +198,17 @@ def run(cfg: BundledConfig) -> dict[str, Any]:
 
     train_encoder(data, PretrainConfig(**rt, data=str(work / "prepared"),
                                        out=str(work / "pretrain"), preset=cfg.preset,
-                                       epochs=cfg.pretrain_epochs,
-                                       step_epochs=max(cfg.pretrain_epochs // 4, 1),
+                                       epochs=cfg.pretrain_epochs, lr=cfg.pretrain_lr,
+                                       step_epochs=max(cfg.pretrain_epochs // 2, 1),
                                        val_fraction=0.0))
     train_classifier(data, ClassifyConfig(**rt, data=str(work / "prepared"),
                                           encoder=str(work / "pretrain"),
                                           out=str(work / "classify"),
-                                          epochs=cfg.classify_epochs, allow_empty_classes=True))
+                                          epochs=cfg.classify_epochs, balance=cfg.balance,
+                                          allow_empty_classes=True))
     co = co_ascent(data, CoascentConfig(**rt, data=str(work / "prepared"),
                                         classifier=str(work / "classify"),
-                                        out=str(work / "coascent"),
+                                        out=str(work / "coascent"), balance=cfg.balance,
                                         max_rounds=cfg.coascent_rounds))
     note = ("labels from a teacher (the model-free rhythm/energy matcher, core.baseline, "
             "greedy-decoded with M0), not from choreographers; see docs/training.md")

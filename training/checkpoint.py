@@ -41,6 +41,11 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise M2DError(f"cannot write the checkpoint ({err.strerror or err}); the previous "
+                       "checkpoint is kept", path=path) from err
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -69,9 +74,10 @@ def load_checkpoint(path: str | os.PathLike, *, stages: tuple[str, ...] | None =
         raise M2DError("checkpoint not found", path=path)
     try:
         doc = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        raise M2DError(f"not a readable checkpoint ({str(err).splitlines()[0][:200]})",
-                       path=path) from err
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, KeyError, IndexError,
+            UnicodeDecodeError, ValueError, TypeError) as err:
+        first = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        raise M2DError(f"not a readable checkpoint ({first})", path=path) from err
     if not isinstance(doc, dict) or doc.get("format") != CHECKPOINT_FORMAT:
         raise M2DError("not a blender_m2d training checkpoint", path=path)
     if not isinstance(doc.get("format_version"), int) or doc["format_version"] > \

@@ -36,7 +36,7 @@ class PrepareConfig:
     out: str = ""                 # prepared folder; default <dataset folder>/prepared
     workers: int = 2              # songs analysed in parallel (processes)
     unlabelled: bool = True       # also prepare the unlabelled songs
-    max_unlabelled: int = 0       # use at most this many unlabelled songs (0 = all)
+    max_unlabelled: int = 0       # at most this many unlabelled songs, spread evenly (0 = all)
     progress: bool = True
 
 
@@ -134,14 +134,18 @@ class BundledConfig(RuntimeConfig):
 
     library: str = "blender_m2d/assets/library"
     music: str = "../shared/data/music,data/songs"   # comma-separated folders (teacher-labelled)
-    test_songs: str = "kevin_macleod_vibe_ace,sectoid_feelings"  # held out (name stems)
-    unlabelled_songs: str = "karissa_hobbs_lets_go_fishin"  # in music/, labels not used
-    unlabelled_dir: str = ""      # extra unlabelled songs, e.g. corpus/ (training.fetch_corpus)
+    test_songs: str = "kevin_macleod_vibe_ace,sectoid_escape_from_chaosland"  # held out (stems)
+    unlabelled_songs: str = ""    # songs of `music` used without their teacher labels (stems)
+    corpus: str = "corpus"        # extra music (python -m training.fetch_corpus); "" = none
+    corpus_seed_songs: int = 24   # corpus songs labelled by the teacher (spread evenly)
+    corpus_unlabelled_songs: int = 24  # corpus songs used without labels (the ones in between)
     work: str = "runs/bundled"
     out: str = "blender_m2d/assets/model"
     preset: str = "small"
-    pretrain_epochs: int = 60
+    pretrain_epochs: int = 40
+    pretrain_lr: float = 1e-3     # 10x the paper's: ~1e3 phrases instead of ~3e5
     classify_epochs: int = 500
+    balance: bool = False         # the teacher's label distribution is kept (see docs)
     coascent_rounds: int = 20
     prepare_workers: int = 2
 

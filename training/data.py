@@ -219,10 +219,20 @@ def load_dataset(path: str | os.PathLike) -> DatasetSpec:
     else:
         space = load_phrase_list(_resolve(root, doc["phrases"], "phrases", path))
     songs_dir = _resolve(root, doc.get("songs_dir", "."), "songs_dir", path)
-    split_cfg = doc.get("split", {}) or {}
-    test_fraction = float(split_cfg.get("test_fraction", 0.1))
-    val_fraction = float(split_cfg.get("val_fraction", 0.0))
-    split_seed = int(split_cfg.get("seed", 0))
+    split_cfg = doc.get("split")
+    split_cfg = {} if split_cfg is None else split_cfg
+    if not isinstance(split_cfg, dict):
+        raise M2DError("'split' must be an object with test_fraction, val_fraction, seed",
+                       path=path)
+    try:
+        test_fraction = float(split_cfg.get("test_fraction", 0.1))
+        val_fraction = float(split_cfg.get("val_fraction", 0.0))
+        split_seed = int(split_cfg.get("seed", 0))
+    except (TypeError, ValueError, OverflowError) as err:
+        raise M2DError(f"'split' has a value that is not a number ({err})", path=path) from err
+    if not (0.0 <= test_fraction < 1.0 and 0.0 <= val_fraction < 1.0
+            and test_fraction + val_fraction < 1.0):
+        raise M2DError("'split' fractions must lie in [0, 1) and sum to less than 1", path=path)
     labels: list[LabelRow] = []
     labels_path = root / "labels.csv"
     if doc.get("labels"):
@@ -234,8 +244,13 @@ def load_dataset(path: str | os.PathLike) -> DatasetSpec:
                                      test_fraction, val_fraction, split_seed))
     unlabelled: list[Path] = []
     dirs = doc.get("unlabelled_dir") or []
+    if isinstance(dirs, str):
+        dirs = [dirs]
+    if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
+        raise M2DError("'unlabelled_dir' must be a folder path or a list of folder paths",
+                       path=path)
     roots: list[Path] = []
-    for d in [dirs] if isinstance(dirs, str) else dirs:
+    for d in dirs:
         folder = _resolve(root, d, "unlabelled_dir", path)
         if not folder.is_dir():
             raise M2DError("unlabelled_dir is not a folder", path=folder)
@@ -442,6 +457,14 @@ def load_prepared(path: str | os.PathLike, *, mmap: bool = True) -> PhraseData:
     if path.name == "prepared.json":
         path = path.parent
     doc = read_json(path / "prepared.json", kind=PREPARED_FORMAT, max_version=PREPARED_VERSION)
+    try:
+        return _open_prepared(path, doc, mmap=mmap)
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as err:
+        raise M2DError(f"prepared.json is invalid ({type(err).__name__}: {err}); run prepare "
+                       "again", path=path / "prepared.json") from err
+
+
+def _open_prepared(path: Path, doc: dict, *, mmap: bool) -> PhraseData:
     folder = safe_child(path, doc["arrays"])
     arrays = {}
     for name in ARRAYS:

@@ -146,8 +146,9 @@ def song_tasks(spec: DatasetSpec, cache_dir: Path, *, unlabelled: bool, max_unla
     labelled_paths = {Path(t.path).resolve() for t in tasks}
     extra = [p for p in spec.unlabelled if p.resolve() not in labelled_paths] if unlabelled \
         else []
-    if max_unlabelled:
-        extra = extra[:max_unlabelled]
+    if max_unlabelled and len(extra) > max_unlabelled:  # spread over folders, deterministic
+        pick = np.unique(np.linspace(0, len(extra) - 1, max_unlabelled).round().astype(int))
+        extra = [extra[i] for i in pick]
     for p in extra:
         tasks.append(SongTask(spec.unlabelled_name(p), str(p), "unlabelled", None, (),
                               str(cache_dir / f"{_cache_key(p, None, sig)}.npz")))

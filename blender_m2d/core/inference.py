@@ -84,7 +84,7 @@ def _transition_from(doc: dict, sidecar: Path) -> np.ndarray:
     k = doc["n_classes"]
     try:
         m = np.asarray(doc.get("transition"), dtype=np.float32)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:
         raise M2DError("model sidecar is invalid: 'transition' is not a numeric matrix",
                        path=sidecar) from err
     if m.shape != (k, k):

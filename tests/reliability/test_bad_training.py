@@ -76,7 +76,6 @@ _CKPT_BUG = ("bug: training/checkpoint.py load_checkpoint: the except clause cat
              "UnicodeDecodeError, KeyError, IndexError")
 
 
-@pytest.mark.xfail(strict=True, reason=_CKPT_BUG)
 @pytest.mark.parametrize("content", [b"", b"hello world\n" * 100], ids=["empty", "text"])
 def test_checkpoint_that_is_not_a_checkpoint(tmp_path, refused, content):
     """An empty file (EOFError with no message) and a text file (KeyError from the unpickler)."""
@@ -142,8 +141,6 @@ def test_checkpoint_of_another_preset(checkpoint, refused):
             r"with model preset 'tiny', but this run uses preset 'paper'", checkpoint.parent)
 
 
-@pytest.mark.xfail(strict=False, reason="the bugs of test_checkpoint_that_is_not_a_checkpoint "
-                   "(pinned there, strict); which random damage hits them varies")
 @settings(max_examples=25, derandomize=True, deadline=None, database=None,
           phases=(Phase.explicit, Phase.generate), suppress_health_check=list(HealthCheck))
 @given(data=st.data())
@@ -163,8 +160,6 @@ def test_fuzz_checkpoint_bytes(checkpoint, tmp_path_factory, data):
         pass
 
 
-@pytest.mark.xfail(strict=True, reason="bug: training/checkpoint.py save_checkpoint lets "
-                   "OSError (ENOSPC) escape instead of an M2DError naming the checkpoint")
 def test_checkpoint_on_a_full_disk_keeps_the_last_good_one(checkpoint, tmp_path, refused):
     doc = torch.load(checkpoint, weights_only=True)
     with full_disk(tmp_path, size_kb=2048) as disk:

@@ -282,9 +282,6 @@ def test_fuzz_model_sidecar(model_dir, library_dir, note):
         sidecar.write_bytes(original)
 
 
-@pytest.mark.xfail(strict=False, reason="bug: load_dataset (training/data.py) lets TypeError/"
-                   "AttributeError/ValueError escape on mistyped 'split'/'unlabelled_dir' "
-                   "(pinned strict in MINIMAL)")
 def test_fuzz_dataset_manifest(dataset_dir, note):
     from training.data import load_dataset
 
@@ -304,9 +301,6 @@ def test_fuzz_dataset_manifest(dataset_dir, note):
         path.write_bytes(original)
 
 
-@pytest.mark.xfail(strict=False, reason="bug: load_prepared (training/data.py) lets KeyError/"
-                   "TypeError/ValueError escape on missing or mistyped prepared.json keys "
-                   "(pinned strict in MINIMAL)")
 def test_fuzz_prepared_manifest(prepared_dir, note):
     from training.data import load_prepared
 
@@ -364,12 +358,6 @@ def _set(*path_value):
 _DELETE = object()
 _HUGE = 10 ** 400          # a JSON integer no float can hold
 _INF = float("inf")        # written as Infinity, which Python's json reads
-_SIDECAR_BUG = pytest.mark.xfail(strict=True, reason="bug: _transition_from "
-                                 "(blender_m2d/core/inference.py) lets OverflowError escape")
-_DATASET_BUG = pytest.mark.xfail(strict=True, reason="bug: load_dataset (training/data.py) "
-                                 "does not type-check 'split' and 'unlabelled_dir'")
-_PREPARED_BUG = pytest.mark.xfail(strict=True, reason="bug: load_prepared (training/data.py) "
-                                  "indexes prepared.json without checking keys or types")
 
 
 def _sidecar_transition_huge(doc):
@@ -388,23 +376,23 @@ MINIMAL = [
     pytest.param("plan", _set("phrases", _DELETE), id="plan-no-phrases"),
     pytest.param("analysis", _set("duration_s", _HUGE), id="analysis-duration-huge-int"),
     pytest.param("analysis", _set("phrases", 0, "index", _INF), id="analysis-index-inf"),
-    pytest.param("sidecar", _sidecar_transition_huge, marks=_SIDECAR_BUG,
+    pytest.param("sidecar", _sidecar_transition_huge,
                  id="sidecar-transition-huge-int"),
     pytest.param("sidecar", _set("n_classes", _HUGE), id="sidecar-k-huge"),
     pytest.param("sidecar", _set("library", "phrase_ids", [1, 2]), id="sidecar-ids-not-text"),
-    pytest.param("dataset", _set("split", []), marks=_DATASET_BUG, id="dataset-split-list"),
-    pytest.param("dataset", _set("split", "test_fraction", "a tenth"), marks=_DATASET_BUG,
+    pytest.param("dataset", _set("split", []), id="dataset-split-list"),
+    pytest.param("dataset", _set("split", "test_fraction", "a tenth"),
                  id="dataset-fraction-text"),
-    pytest.param("dataset", _set("split", "seed", {}), marks=_DATASET_BUG, id="dataset-seed-obj"),
-    pytest.param("dataset", _set("unlabelled_dir", 5), marks=_DATASET_BUG,
+    pytest.param("dataset", _set("split", "seed", {}), id="dataset-seed-obj"),
+    pytest.param("dataset", _set("unlabelled_dir", 5),
                  id="dataset-unlabelled-int"),
     pytest.param("dataset", _set("labels", "nope.csv"), id="dataset-labels-missing"),
-    pytest.param("prepared", _set("n_phrases", _DELETE), marks=_PREPARED_BUG,
+    pytest.param("prepared", _set("n_phrases", _DELETE),
                  id="prepared-no-n-phrases"),
-    pytest.param("prepared", _set("arrays", _DELETE), marks=_PREPARED_BUG,
+    pytest.param("prepared", _set("arrays", _DELETE),
                  id="prepared-no-arrays"),
-    pytest.param("prepared", _set("songs", 3), marks=_PREPARED_BUG, id="prepared-songs-int"),
-    pytest.param("prepared", _set("summary", [1]), marks=_PREPARED_BUG,
+    pytest.param("prepared", _set("songs", 3), id="prepared-songs-int"),
+    pytest.param("prepared", _set("summary", [1]),
                  id="prepared-summary-list"),
     pytest.param("prepared", _set("arrays", "../../.."), id="prepared-arrays-escape"),
     pytest.param("library", _set("fps", _HUGE), id="library-fps-huge"),
