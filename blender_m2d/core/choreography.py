@@ -201,6 +201,20 @@ def make_plan(*, song: dict, intervals_s: Sequence[tuple[float, float]],
 def _sync(placed: list[PlacedPhrase], library, phrase_beats_s, beats_s, fps: float, xf: int,
           options: ChoreographyOptions, locks: Mapping[int, int]):
     """Detector-in-the-loop refinement of the warps (see :mod:`.beatsync`)."""
+    return sync_phrase_warps(placed, library, phrase_beats_s, beats_s, xf_s=xf / fps,
+                             options=options)
+
+
+def sync_phrase_warps(placed: Sequence[PlacedPhrase], library, phrase_beats_s, beats_s, *,
+                      xf_s: float, options: ChoreographyOptions,
+                      kept: frozenset[int] | set[int] = frozenset()) -> tuple[list, dict]:
+    """Refine the warps of ``placed`` with the dance-beat detector in the loop.
+
+    Phrases are normalised to one leg length (and to the armature's proportions when
+    ``options.target_bone_lengths`` is set) before :func:`.beatsync.sync_warps` runs. Phrases
+    whose index is in ``kept`` are fixed context (``locked_warp``) and are returned unchanged;
+    the UI re-syncs only what an edit changed this way. ``xf_s`` is the crossfade in seconds.
+    """
     from .beatsync import SyncPhrase, sync_warps
     from .placement import Warp
     from .retargeting import leg_length
@@ -230,12 +244,13 @@ def _sync(placed: list[PlacedPhrase], library, phrase_beats_s, beats_s, fps: flo
             music_beats_s=np.asarray(phrase_beats_s[i], np.float64),
             positions=scaled[ph.phrase_id], fps=float(motions[ph.phrase_id].fps),
             duration_s=float(meta.duration_s), library_beats_s=np.asarray(meta.beats_s),
-            tempo_bpm=getattr(meta, "tempo_bpm", None)))
+            tempo_bpm=getattr(meta, "tempo_bpm", None), locked_warp=i in kept))
         warps.append(Warp.from_summary(ph.warp, float(meta.duration_s)))
-    res = sync_warps(items, warps, np.asarray(beats_s, np.float64), xf_s=xf / fps,
+    res = sync_warps(items, warps, np.asarray(beats_s, np.float64), xf_s=xf_s,
                      rate_range=options.placement.rate_range, sweeps=options.sync_sweeps,
                      accent=options.placement.accent)
-    out = [dataclasses.replace(ph, warp=w.summary()) for ph, w in zip(placed, res.warps)]
+    out = [ph if i in kept else dataclasses.replace(ph, warp=w.summary())
+           for i, (ph, w) in enumerate(zip(placed, res.warps))]
     info = {"sweeps": res.sweeps, "canonical_before": res.metrics_before,
             "canonical_after": res.metrics_after}
     return out, info

@@ -183,50 +183,14 @@ def redecode(plan: Plan, library, probs: np.ndarray, transition: np.ndarray, *,
 
 def _sync_changed(phrases: list, kept: set[int], library, pbeats, plan: Plan,
                   options: ChoreographyOptions) -> tuple[list, dict]:
-    """Detector-in-the-loop refinement (:func:`.beatsync.sync_warps`) of the warps of the
-    phrases not in ``kept``; the kept ones are fixed context (``locked_warp``). Mirrors
-    ``choreography._sync`` (body-size normalisation, the armature's proportions)."""
-    from .beatsync import SyncPhrase, sync_warps
-    from .placement import Warp
-    from .retargeting import leg_length
+    """Beat-sync (:func:`.choreography.sync_phrase_warps`) only the phrases not in ``kept``;
+    the kept ones are fixed context."""
+    from .choreography import sync_phrase_warps
 
-    ids = list(dict.fromkeys(p.phrase_id for p in phrases))
-    motions = {pid: library.motion(pid) for pid in ids}
-    legs = {pid: leg_length(np.asarray(m.positions)) for pid, m in motions.items()}
-    ref_leg = float(np.median(list(legs.values())))
-    metas = {pid: library.phrases[library.index_of(pid)] for pid in ids}
-    scaled = {pid: np.asarray(m.positions, np.float64) * (ref_leg / max(legs[pid], 1e-6))
-              for pid, m in motions.items()}
-    if options.target_bone_lengths is not None:
-        from .beatsync import reproportion
-        from .skeleton import JOINT_INDEX
-
-        lengths = np.asarray(options.target_bone_lengths, np.float64)
-        rig_leg = float(np.mean([lengths[JOINT_INDEX[s + "LowerLeg"]]
-                                 + lengths[JOINT_INDEX[s + "Foot"]] for s in ("Left", "Right")]))
-        if rig_leg > 1e-6 and np.all(np.isfinite(lengths)):
-            lengths = lengths * (ref_leg / rig_leg)
-            scaled = {pid: reproportion(p, lengths) for pid, p in scaled.items()}
-    items, warps = [], []
-    for i, ph in enumerate(phrases):
-        meta = metas[ph.phrase_id]
-        items.append(SyncPhrase(
-            start_s=ph.music_start_s, end_s=ph.music_end_s,
-            music_beats_s=np.asarray(pbeats[i], np.float64),
-            positions=scaled[ph.phrase_id], fps=float(motions[ph.phrase_id].fps),
-            duration_s=float(meta.duration_s), library_beats_s=np.asarray(meta.beats_s),
-            tempo_bpm=getattr(meta, "tempo_bpm", None), locked_warp=i in kept))
-        warps.append(Warp.from_summary(ph.warp, float(meta.duration_s)))
-    xf_s = plan.crossfade_frames / plan.fps
-    kw: dict[str, Any] = {}
-    if hasattr(options.placement, "accent"):
-        kw["accent"] = options.placement.accent
-    res = sync_warps(items, warps, np.asarray(plan.beats_s, np.float64), xf_s=xf_s,
-                     rate_range=options.placement.rate_range, sweeps=options.sync_sweeps, **kw)
-    out = [ph if i in kept else dataclasses.replace(ph, warp=w.summary())
-           for i, (ph, w) in enumerate(zip(phrases, res.warps))]
-    return out, {"sweeps": res.sweeps, "canonical_before": res.metrics_before,
-                 "canonical_after": res.metrics_after, "synced": len(phrases) - len(kept)}
+    out, info = sync_phrase_warps(phrases, library, pbeats, plan.beats_s,
+                                  xf_s=plan.crossfade_frames / plan.fps, options=options,
+                                  kept=frozenset(kept))
+    return out, {**info, "synced": len(phrases) - len(kept)}
 
 
 def changed_phrases(old: Plan, new: Plan) -> list[int]:
