@@ -131,6 +131,24 @@ def safe_child(root: str | os.PathLike, relative: str) -> Path:
     return candidate
 
 
+def recover_replaced_directory(final: str | os.PathLike) -> bool:
+    """Finish a folder replacement that a kill interrupted between its two renames.
+
+    :func:`atomic_directory` moves an existing ``final`` aside to ``.NAME.old-PID`` and then
+    moves the new folder in. A process killed between those renames leaves no ``final``; this
+    moves the newest ``.NAME.old-*`` sibling back. Returns True if it restored one.
+    """
+    final = Path(final)
+    if final.exists() or not final.parent.is_dir():
+        return False
+    olds = sorted((p for p in final.parent.glob(f".{final.name}.old-*") if p.is_dir()),
+                  key=lambda p: p.stat().st_mtime)
+    if not olds:
+        return False
+    os.replace(olds[-1], final)
+    return True
+
+
 @contextlib.contextmanager
 def atomic_directory(final: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
     """Build a folder in a temporary sibling and move it to ``final`` only on success.
@@ -143,6 +161,7 @@ def atomic_directory(final: str | os.PathLike, *, overwrite: bool = True) -> Ite
     parent = final.parent if str(final.parent) else Path(".")
     if not parent.is_dir():
         raise M2DError("the output's parent folder does not exist", path=parent)
+    recover_replaced_directory(final)
     if final.exists() and not overwrite:
         raise M2DError("already exists (pass overwrite to replace it)", path=final)
     if final.exists() and not final.is_dir():

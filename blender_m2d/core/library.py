@@ -33,7 +33,7 @@ import numpy as np
 
 from . import rigmath as rm
 from .errors import M2DError
-from .fileio import atomic_directory, read_json, safe_child
+from .fileio import atomic_directory, read_json, recover_replaced_directory, safe_child
 from .skeleton import CANON_JOINTS, CANON_PARENTS
 
 log = logging.getLogger(__name__)
@@ -312,6 +312,7 @@ def load_library(path: str | os.PathLike) -> Library:
     p = Path(path)
     root = p.parent if p.name == LIBRARY_FILE or p.is_file() else p
     jpath = root / LIBRARY_FILE
+    recover_replaced_directory(root)   # a rebuild killed between its two renames
     if not root.is_dir():
         raise M2DError("no such dance library folder", path=root)
     if not jpath.is_file():

@@ -175,9 +175,6 @@ KILL_SWAP = textwrap.dedent("""
 """)
 
 
-@pytest.mark.xfail(strict=True, reason="gap: fileio.atomic_directory replaces a folder with two "
-                   "renames (old -> .NAME.old-PID, tmp -> NAME); a kill between them leaves no "
-                   "library at NAME (the old one survives only as the hidden .old folder)")
 def test_kill_between_the_two_renames_of_a_library_swap(tmp_path):
     import os
 
