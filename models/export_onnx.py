@@ -54,9 +54,10 @@ def export_onnx_bytes(encoder: nn.Module, predictor: nn.Module, *,
     net = net.to(memory_format=torch.contiguous_format)
     example = torch.rand(2, 1, INPUT_SIZE, INPUT_SIZE)
     batch = torch.export.Dim("batch", min=1, max=65536)
-    onnx_log = logging.getLogger("torch.onnx")
-    level = onnx_log.level
-    onnx_log.setLevel(logging.ERROR)  # "torchvision is not installed" and progress chatter
+    chatty = [logging.getLogger(n) for n in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [lg.level for lg in chatty]
+    for lg in chatty:  # "torchvision is not installed", optimizer pass reports
+        lg.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
@@ -65,7 +66,8 @@ def export_onnx_bytes(encoder: nn.Module, predictor: nn.Module, *,
                 output_names=list(inference.OUTPUT_NAMES), opset_version=opset, dynamo=True,
                 external_data=False, dynamic_shapes={"mel": {0: batch}}, verbose=False)
     finally:
-        onnx_log.setLevel(level)
+        for lg, level in zip(chatty, levels):
+            lg.setLevel(level)
     proto = program.model_proto
     return proto.SerializeToString(), net
 

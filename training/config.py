@@ -137,8 +137,12 @@ class BundledConfig(RuntimeConfig):
     test_songs: str = "kevin_macleod_vibe_ace,sectoid_escape_from_chaosland"  # held out (stems)
     unlabelled_songs: str = ""    # songs of `music` used without their teacher labels (stems)
     corpus: str = "corpus"        # extra music (python -m training.fetch_corpus); "" = none
-    corpus_seed_songs: int = 24   # corpus songs labelled by the teacher (spread evenly)
-    corpus_unlabelled_songs: int = 24  # corpus songs used without labels (the ones in between)
+    corpus_seed_songs: int = 1000  # corpus songs labelled by the teacher (all that remain)
+    corpus_unlabelled_songs: int = 16  # corpus songs used without labels (spread evenly)
+    corpus_test_songs: int = 10   # corpus songs held out for evaluation (spread evenly)
+    corpus_val_songs: int = 6     # corpus songs for model selection in stage 2 (spread evenly)
+    teacher: str = "argmax"       # "argmax" (per phrase) or "greedy" (the choreographer's Eq. 6)
+    stage: str = "all"            # "data" (dataset + features), "train" (from them), "all"
     work: str = "runs/bundled"
     out: str = "blender_m2d/assets/model"
     preset: str = "small"
