@@ -6,13 +6,21 @@ loaded); "cold" is a fresh ``python -m blender_m2d choreograph`` process, import
 Goals (issue #5): warm <= 0.02 s per second of music, cold <= 10 s.
 
     .venv/bin/python benchmarks/bench_choreograph.py [--song SONG] [--runs 3] [--no-cold]
+        [--against DIR]
+
+``--against DIR`` times another copy of the package (``DIR/blender_m2d``, e.g. the tree before
+a change, copied aside) in the same process, its warm runs alternating with this tree's, and
+prints the ratios of the medians per stage: on a machine shared with other jobs that cancels
+most of the load noise a comparison of two separate runs has.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,12 +42,55 @@ def _args(song: str, out: Path, baseline: bool) -> SimpleNamespace:
         top_k=5, fps=30.0, crossfade=0.3, feet="lock", blend=None, armature=None, out=str(out))
 
 
+def _load_against(folder: str):
+    """``folder/blender_m2d`` imported as the package ``m2d_against`` (relative imports only,
+    so it does not touch this tree's modules); its ``run_pipeline``."""
+    init = Path(folder) / "blender_m2d" / "__init__.py"
+    if not init.is_file():
+        raise SystemExit(f"--against: no blender_m2d package in {folder}")
+    spec = importlib.util.spec_from_file_location("m2d_against", init,
+                                                  submodule_search_locations=[str(init.parent)])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["m2d_against"] = mod
+    spec.loader.exec_module(mod)
+    return importlib.import_module("m2d_against.commands.choreograph").run_pipeline
+
+
+def _compare(a, song: str, tmp: Path, run_pipeline) -> dict:
+    """Alternate warm runs of this tree and ``--against``; medians and their ratios."""
+    other = _load_against(a.against)
+    for fn, tag in ((run_pipeline, "new"), (other, "old")):           # warm both up
+        fn(song, args=_args(song, tmp / f"{tag}-w.blend", a.baseline),
+           out_blend=tmp / f"{tag}-w.blend")
+    rows: dict[str, list[dict]] = {"new": [], "old": []}
+    for k in range(a.runs):
+        for fn, tag in ((run_pipeline, "new"), (other, "old")) if k % 2 == 0 else \
+                ((other, "old"), (run_pipeline, "new")):
+            out = tmp / f"{tag}{k}.blend"
+            t0 = time.perf_counter()
+            res = fn(song, args=_args(song, out, a.baseline), out_blend=out)
+            rows[tag].append({**res.timings_s, "wall": time.perf_counter() - t0})
+    med = {tag: {key: statistics.median(r.get(key, 0.0) for r in runs) for key in runs[0]}
+           for tag, runs in rows.items()}
+    print(f"\nsame process, {a.runs} alternating warm runs each, medians (s): "
+          f"this tree vs {a.against}")
+    print(f"{'stage':<22}{'new':>9}{'old':>9}{'new/old':>9}")
+    for key in med["new"]:
+        n, o = med["new"][key], med["old"].get(key, 0.0)
+        print(f"{key:<22}{n:>9.3f}{o:>9.3f}{(n / o if o > 0 else float('nan')):>9.2f}")
+    return {"new_s": {k: round(v, 4) for k, v in med["new"].items()},
+            "old_s": {k: round(v, 4) for k, v in med["old"].items()},
+            "wall_ratio": round(med["new"]["wall"] / med["old"]["wall"], 4)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--song", default=next((str(p) for p in CANDIDATES if p.is_file()), None))
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--no-cold", action="store_true")
     ap.add_argument("--baseline", action="store_true", help="force the baseline scorer")
+    ap.add_argument("--against", metavar="DIR", help="also time DIR/blender_m2d in this "
+                    "process (alternating runs) and print the ratios")
     a = ap.parse_args()
     if not a.song:
         print("no song found; pass --song", file=sys.stderr)
@@ -86,13 +137,15 @@ def main() -> int:
     print(f"{'first run in process':<22}{first[0]:>10.3f}   (imports before: {imports:.2f} s)")
     if cold is not None:
         print(f"{'cold (subprocess)':<22}{cold:>10.3f}   (goal 10 s)")
+    against = _compare(a, a.song, tmp, run_pipeline) if a.against else None
     print(json.dumps({
         "bench": "choreograph", "song": Path(a.song).name, "duration_s": round(dur, 2),
         "phrases": len(plan.phrases), "scorer": plan.scorer["kind"],
         "warm_s": round(best_wall, 3), "warm_s_per_s": round(best_wall / dur, 5),
         "warm_median_s": round(walls[len(walls) // 2], 3),
         "first_run_s": round(first[0], 3), "cold_s": None if cold is None else round(cold, 3),
-        "stages_s": stages, "cpu_count": os.cpu_count()}))
+        "stages_s": stages, "cpu_count": os.cpu_count(),
+        **({"against": against} if against else {})}))
     return 0
 
 

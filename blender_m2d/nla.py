@@ -64,6 +64,9 @@ SOUND_STRIP = "m2d song"
 MARKER_PREFIX = "m2d "
 OWNER_PROP = "m2d_owner"
 OWNER = "blender_m2d"
+ANIMDATA_PROP = "m2d_made_animdata"
+"""Action custom property: set on our actions when :func:`apply_plan` had to create the
+armature's AnimData, so :func:`remove_plan` removes it again (when nothing else uses it)."""
 
 _PATH_RE = re.compile(r'^pose\.bones\["((?:[^"\\]|\\.)*)"\]\.(\w+)$')
 
@@ -241,18 +244,20 @@ class RigModel:
         modes = [""] * nb
         for pb, i in zip(pbones, order):
             modes[i] = pb.rotation_mode
-        defaults = {}
+        defaults, stacks = {}, {}
         for prop, dim in (("location", 3), ("rotation_quaternion", 4), ("rotation_euler", 3),
                           ("rotation_axis_angle", 4), ("scale", 3)):
             buf = np.empty(nb * dim, np.float32)
             pbones.foreach_get(prop, buf)
             vals = np.empty((nb, dim))
             vals[order] = buf.reshape(nb, dim)
+            stacks[prop] = vals
             for i, name in enumerate(names):
                 defaults[(name, prop)] = vals[i]
         model = cls(names, parent, rest, length, tuple(modes), defaults,
                     np.array(ob.matrix_world, dtype=np.float64))
         model._offs = offs
+        model._stacks = stacks
         return model
 
     def parent_offsets(self) -> np.ndarray:
@@ -270,51 +275,95 @@ class RigModel:
                       bones: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Armature-space pose matrices [shape=(n, 4, 4)] per bone from channel values
         (missing channels take the pose's current values), as Blender's pose evaluation does:
-        ``pose = parent_pose @ parent_rest^-1 @ rest @ T(loc) @ R(rot) @ S(scale)``."""
+        ``pose = parent_pose @ parent_rest^-1 @ rest @ T(loc) @ R(rot) @ S(scale)``.
+
+        Every bone's basis is computed at once and the chain is walked one depth level of the
+        hierarchy at a time (every frame and bone is computed exactly as it would be alone)."""
         want = None
         if bones is not None:
             want = set()
             for b in bones:
                 i = self.names.index(b)
                 while i >= 0:
-                    want.add(self.names[i])
+                    want.add(i)
                     i = int(self.parent[i])
-        out: dict[str, np.ndarray] = {}
-        offs = self.parent_offsets()
-        for i, name in enumerate(self.names):
-            if want is not None and name not in want:
-                continue
+        idx = [i for i in range(len(self.names)) if want is None or i in want]
+        if not idx:
+            return {}
+        if n > _POSE_CHUNK:            # in cache-sized pieces of frames
+            out = {self.names[i]: np.empty((n, 4, 4)) for i in idx}
+            names = [self.names[i] for i in idx]
+            for f0 in range(0, n, _POSE_CHUNK):
+                f1 = min(f0 + _POSE_CHUNK, n)
+                part = self.pose_matrices({k: v[f0:f1] for k, v in channels.items()}, f1 - f0,
+                                          bones=names)
+                for name, m in part.items():
+                    out[name][f0:f1] = m
+            return out
+        nb = len(idx)
+        stacks = getattr(self, "_stacks", None) or {}
 
-            def ch(prop, dim, name=name):
-                v = channels.get((name, prop))
-                if v is None:
-                    return np.broadcast_to(self.defaults[(name, prop)][:dim], (n, dim))
-                return v
+        def stacked(prop, dim):
+            """[shape=(nb, n, dim)] channel values of the wanted bones."""
+            base = stacks.get(prop)
+            if base is None:
+                base = np.array([self.defaults[(self.names[i], prop)][:dim] for i in
+                                 range(len(self.names))]).reshape(len(self.names), dim)
+            out = np.empty((nb, n, dim))
+            out[:] = base[idx, None, :dim]
+            for k, i in enumerate(idx):
+                v = channels.get((self.names[i], prop))
+                if v is not None:
+                    out[k] = v
+            return out
 
+        rot = np.empty((nb, n, 3, 3))
+        quat = [k for k, i in enumerate(idx) if self.modes[i] == "QUATERNION"]
+        if quat:
+            q = stacked("rotation_quaternion", 4)[quat]
+            rot[quat] = rm.quat_to_matrix(rm.quat_normalize(q))
+        for k, i in enumerate(idx):
             mode = self.modes[i]
             if mode == "QUATERNION":
-                r = rm.quat_to_matrix(rm.quat_normalize(ch("rotation_quaternion", 4)))
-            elif mode == "AXIS_ANGLE":
-                aa = ch("rotation_axis_angle", 4)
+                continue
+            name = self.names[i]
+            if mode == "AXIS_ANGLE":
+                aa = channels.get((name, "rotation_axis_angle"))
+                if aa is None:
+                    aa = np.broadcast_to(self.defaults[(name, "rotation_axis_angle")][:4], (n, 4))
                 axis = aa[:, 1:] / np.maximum(np.linalg.norm(aa[:, 1:], axis=1, keepdims=True),
                                               1e-12)
                 half = aa[:, 0] * 0.5
-                q = np.concatenate([np.cos(half)[:, None], axis * np.sin(half)[:, None]], axis=1)
-                r = rm.quat_to_matrix(q)
+                qa = np.concatenate([np.cos(half)[:, None], axis * np.sin(half)[:, None]], axis=1)
+                rot[k] = rm.quat_to_matrix(qa)
             else:
-                r = rm.euler_to_matrix(ch("rotation_euler", 3), mode)
-            basis = np.zeros((n, 4, 4))
-            basis[:, :3, :3] = r * ch("scale", 3)[:, None, :]
-            basis[:, :3, 3] = ch("location", 3)
-            basis[:, 3, 3] = 1.0
+                e = channels.get((name, "rotation_euler"))
+                if e is None:
+                    e = np.broadcast_to(self.defaults[(name, "rotation_euler")][:3], (n, 3))
+                rot[k] = rm.euler_to_matrix(e, mode)
+        basis = np.zeros((nb, n, 4, 4))
+        basis[..., :3, :3] = rot * stacked("scale", 3)[..., None, :]
+        basis[..., :3, 3] = stacked("location", 3)
+        basis[..., 3, 3] = 1.0
+        offs = self.parent_offsets()
+        pos_of = {i: k for k, i in enumerate(idx)}
+        mats = np.empty((nb, n, 4, 4))
+        depth = {}
+        for k, i in enumerate(idx):               # parents come first in names
             p = int(self.parent[i])
-            if p < 0:
-                out[name] = self.rest[i] @ basis
+            depth[k] = 0 if p < 0 else depth[pos_of[p]] + 1
+        for d in range(max(depth.values()) + 1):
+            ks = [k for k in range(nb) if depth[k] == d]
+            if d == 0:
+                mats[ks] = self.rest[[idx[k] for k in ks]][:, None] @ basis[ks]
             else:
-                out[name] = out[self.names[p]] @ offs[i] @ basis
-        return out
+                par = [pos_of[int(self.parent[idx[k]])] for k in ks]
+                mats[ks] = mats[par] @ offs[[idx[k] for k in ks]][:, None] @ basis[ks]
+        return {self.names[i]: mats[k] for k, i in enumerate(idx)}
 
 
+_POSE_CHUNK = 256
+"""Frames per piece in :meth:`RigModel.pose_matrices` (all bones of a piece at once)."""
 _RIG_CACHE: dict[int, tuple] = {}
 """armature object pointer -> (fingerprint, static part of its :class:`RigModel`)."""
 
@@ -365,7 +414,8 @@ def blend_channels(layers: Sequence[ActionChannels], *, xf_frames: int, frame_fi
     in/out over ``xf_frames``, nothing outside). Channels are mixed linearly with the upper
     strip's influence, as Blender's NLA does for ``REPLACE`` strips (quaternions component-wise;
     the pose normalises them); a channel the active strip of a track does not animate takes its
-    default there (what Blender does), not a held value.
+    default there (what Blender does), not a held value. All channels are handled as one
+    array (columns), each value computed as it would be alone.
     """
     frames = np.arange(frame_first, frame_last + 1)
     n = frames.size
@@ -373,37 +423,57 @@ def blend_channels(layers: Sequence[ActionChannels], *, xf_frames: int, frame_fi
     for lay in layers:
         for k, v in lay.channels.items():
             dims[k] = v.shape[1]
-    lower = {k: np.full((n, d), np.nan) for k, d in dims.items()}
-    upper = {k: v.copy() for k, v in lower.items()}
+    keys = tuple(dims)
+    cols = np.cumsum([0] + [dims[k] for k in keys])
+    lower = np.full((n, int(cols[-1])), np.nan)
+    upper = lower.copy()
     w = np.zeros(n)
     last = len(layers) - 1
     for i, lay in enumerate(layers):
+        vals = _stacked(lay, keys, dims)
         if i % 2 == 0:
             # the track's active strip alone decides: a channel it does not animate is not
             # held from an earlier strip but falls back to its default
             sel = frames >= lay.frame_start
             idx = np.clip(frames[sel] - lay.frame_start, 0, lay.frame_end - lay.frame_start)
-            for k in dims:
-                v = lay.channels.get(k)
-                lower[k][sel] = np.nan if v is None else v[idx]
+            lower[sel] = vals[idx]
         else:
             sel = (frames >= lay.frame_start) & (frames <= lay.frame_end)
             f = frames[sel]
-            for k in dims:
-                v = lay.channels.get(k)
-                upper[k][sel] = np.nan if v is None else v[f - lay.frame_start]
+            upper[sel] = vals[f - lay.frame_start]
             infl = np.ones(f.size)
             if i > 0:
                 infl = np.minimum(infl, (f - lay.frame_start) / xf_frames)
             if i < last:
                 infl = np.minimum(infl, (lay.frame_end - f) / xf_frames)
             w[sel] = np.clip(infl, 0.0, 1.0)
-    out = {}
-    for k in dims:
-        lo, up = lower[k], upper[k]
-        lo = np.where(np.isnan(lo), _channel_default(k[1], lo.shape[1]), lo)
-        up = np.where(np.isnan(up), lo, up)
-        out[k] = (1.0 - w)[:, None] * lo + w[:, None] * up
+    default = np.concatenate([_channel_default(k[1], dims[k]) for k in keys]) if keys \
+        else np.zeros(0)
+    lo = np.where(np.isnan(lower), default, lower)
+    up = np.where(np.isnan(upper), lo, upper)
+    res = (1.0 - w)[:, None] * lo + w[:, None] * up
+    return {k: res[:, cols[j]:cols[j + 1]] for j, k in enumerate(keys)}
+
+
+def _stacked(lay: ActionChannels, keys: tuple, dims: Mapping[tuple[str, str], int]) -> np.ndarray:
+    """``lay``'s channels ``keys`` side by side [shape=(frames, sum of dims)] (NaN where it has
+    no such channel); kept on a layer of read-only arrays (the cached keys of an action, see
+    :func:`_keep_layer`) for the next call with the same keys."""
+    hit = getattr(lay, "_stack", None)
+    if hit is not None and hit[0] == keys:
+        return hit[1]
+    frozen = all(not v.flags.writeable for v in lay.channels.values())
+    parts = []
+    for k in keys:
+        v = lay.channels.get(k)
+        if v is None or v.shape[1] != dims[k]:
+            v = np.full((lay.frame_end - lay.frame_start + 1, dims[k]), np.nan)
+        parts.append(np.asarray(v, dtype=np.float64))
+    out = np.concatenate(parts, axis=1) if parts else \
+        np.zeros((lay.frame_end - lay.frame_start + 1, 0))
+    if frozen:
+        out.flags.writeable = False
+        lay._stack = (keys, out)
     return out
 
 
@@ -690,6 +760,9 @@ def apply_plan(armature_ob, plan: Plan, library, *, rig=None, scene=None, sound:
                         f"'{ad.action.name}', which overrides the dance on the channels it "
                         "animates; push it down to the NLA or unassign it to see the dance")
     created_ad = False
+    made_ad = ad is None or any(                  # the AnimData is ours (an earlier apply)
+        s.action is not None and bool(s.action.get(ANIMDATA_PROP))
+        for tr in ad.nla_tracks if is_ours(tr) for s in tr.strips)
     created_actions, new_tracks, layers = [], [], []
     undo_scene = None
     new_song = None
@@ -700,6 +773,8 @@ def apply_plan(armature_ob, plan: Plan, library, *, rig=None, scene=None, sound:
             act[OWNER_PROP] = OWNER
             act[PLACE_PROP] = _placement_record(pm, ref_leg)
             act[REV_PROP] = _next_rev()
+            if made_ad:
+                act[ANIMDATA_PROP] = True
         t = step("write_actions", t)
         for i in range(1, len(layers)):
             align_channels(layers[i - 1], layers[i], created_actions[i], placed[i].frame_start)
@@ -896,8 +971,9 @@ def set_markers(scene, plan: Plan) -> None:
 
 def remove_plan(armature_ob, scene=None) -> None:
     """Remove everything :func:`apply_plan` added (tracks, actions, sound strip and its sound,
-    markers) and put the pose channels only our actions drove back to rest (the frame range
-    stays set to the song)."""
+    markers, and the armature's AnimData when :func:`apply_plan` created it and nothing else
+    is left in it) and put the pose channels only our actions drove back to rest (the frame
+    range stays set to the song)."""
     scene = scene or bpy.context.scene
     ad = armature_ob.animation_data
     if ad is not None:
@@ -908,6 +984,7 @@ def remove_plan(armature_ob, scene=None) -> None:
         if ad.action is not None and is_ours(ad.action):
             acts.append(ad.action)
             ad.action = None
+        made_ad = any(is_ours(act) and act.get(ANIMDATA_PROP) for act in acts)
         ours = set()
         for act in acts:
             ours |= _pose_channels(act)
@@ -915,6 +992,8 @@ def remove_plan(armature_ob, scene=None) -> None:
         for act in dict.fromkeys(acts):
             if is_ours(act) and act.users == 0:
                 bpy.data.actions.remove(act)
+        if made_ad and not len(ad.nla_tracks) and ad.action is None and not len(ad.drivers):
+            armature_ob.animation_data_clear()
     se = scene.sequence_editor
     if se is not None:
         for st in [s for s in _sequences(se) if s.name.startswith(SOUND_STRIP)]:
@@ -1015,15 +1094,15 @@ def evaluate_plan(armature_ob, applied: AppliedPlan, *, layers=None, scene=None,
         how = f"depsgraph ({why})" if why else "depsgraph"
     root_bone = bone_map[CANON_JOINTS[ROOT]]
     seams = []
+    mids = [(layers[i].frame_start + layers[i - 1].frame_end) // 2 for i in range(1, len(layers))]
+    alone = _roots_alone(model, [(layers[i + d], m) for i, m in enumerate(mids) for d in (0, 1)],
+                         root_bone)
     for i in range(1, len(layers)):
         a, b = layers[i - 1], layers[i]
         f0, f1 = b.frame_start, a.frame_end
-        mid = (f0 + f1) // 2
-        ra = _root_alone(model, a, mid, root_bone)
-        rb = _root_alone(model, b, mid, root_bone)
         seams.append(M.seam_root_metrics(pos[:, ROOT], frame0=f_first,
                                          seam=M.Seam(i, f0, f1), fps=plan.fps,
-                                         root_a_mid=ra, root_b_mid=rb))
+                                         root_a_mid=alone[2 * i - 2], root_b_mid=alone[2 * i - 1]))
     track = DanceBeatTrack(pos, plan.fps, derivatives=BEAT_DERIVATIVES)
     metrics = measure(pos, plan, track=track)
     metrics["seams"] = {
@@ -1036,6 +1115,25 @@ def evaluate_plan(armature_ob, applied: AppliedPlan, *, layers=None, scene=None,
     applied.evaluation = how
     _remember(armature_ob, pos, track)
     return applied
+
+
+def _roots_alone(model: RigModel, items: Sequence[tuple[ActionChannels, int]],
+                 root_bone: str) -> list[np.ndarray]:
+    """:func:`_root_alone` of every ``(layer, frame)`` of ``items`` (one pose evaluation)."""
+    if not items:
+        return []
+    chain, i = set(), model.names.index(root_bone)
+    while i >= 0:
+        chain.add(model.names[i])
+        i = int(model.parent[i])
+    keys = [k for k in items[0][0].channels if k[0] in chain]
+    if any([k for k in lay.channels if k[0] in chain] != keys or
+           any(lay.channels[k].shape[1] != items[0][0].channels[k].shape[1] for k in keys)
+           for lay, _f in items):
+        return [_root_alone(model, lay, f, root_bone) for lay, f in items]
+    ch = {k: np.stack([lay.channels[k][f - lay.frame_start] for lay, f in items]) for k in keys}
+    m = model.pose_matrices(ch, len(items), bones=[root_bone])[root_bone]
+    return [model.world[:3, :3] @ mm[:3, 3] + model.world[:3, 3] for mm in m]
 
 
 def _root_alone(model: RigModel, layer: ActionChannels, frame: int, root_bone: str) -> np.ndarray:
@@ -1069,9 +1167,8 @@ def measure(positions: np.ndarray, plan: Plan, *, track: DanceBeatTrack | None =
     feet = np.nan_to_num(positions[:, list(FEET)])
     idx = [(z0 - plan.frame_start, z1 - plan.frame_start) for z0, _, _, z1 in zones]
     xfs = [(f0 - plan.frame_start, f1 - plan.frame_start) for _, f0, f1, _ in zones]
-    out["feet"] = {"seam_zones": M.foot_skate(feet, plan.fps, idx),
-                   "crossfades_only": M.foot_skate(feet, plan.fps, xfs),
-                   "contact_m": M.CONTACT_M}
+    zoned, xfaded = M.foot_skates(feet, plan.fps, [idx, xfs])
+    out["feet"] = {"seam_zones": zoned, "crossfades_only": xfaded, "contact_m": M.CONTACT_M}
     return out
 
 
@@ -1148,6 +1245,8 @@ def replace_phrase(armature_ob, applied: AppliedPlan, index: int, phrase_id: str
         new[OWNER_PROP] = OWNER
         new[PLACE_PROP] = _placement_record(pm, ref_leg)
         new[REV_PROP] = _next_rev()
+        if st.action is not None and st.action.get(ANIMDATA_PROP):
+            new[ANIMDATA_PROP] = True
         if prev_layer is None and i > 0:
             prev_st = strips[placed[i - 1].frame_start]
             prev_layer = read_action(prev_st.action, placed[i - 1].frame_start,
@@ -1177,6 +1276,11 @@ as it is without re-placing the song from the start."""
 REV_PROP = "m2d_rev"
 """Action custom property: revision stamp, changed whenever blender_m2d writes the action's
 keys (validates the cached evaluation after undo or outside edits)."""
+
+KEEP_TOL = 1e-5
+"""A local edit leaves a neighbouring phrase's channel untouched when its new keys differ from
+the ones there by at most this much (quaternion components, metres): placing and solving the
+neighbour again reproduces its keys only up to rounding."""
 
 _REV = [0]
 _EVAL_CACHE: dict[str, tuple] = {}
@@ -1394,6 +1498,36 @@ def _fcurve_map(action) -> dict[tuple[str, int], object]:
     return {(fc.data_path, fc.array_index): fc for fc in fcs}
 
 
+class _Curves:
+    """``(data path, index) -> FCurve`` of one action, read from bpy only when first needed
+    (an edit that finds every key it needs in the layer cache never lists the curves)."""
+
+    __slots__ = ("_action", "_map")
+
+    def __init__(self, action):
+        self._action = action
+        self._map: dict | None = None
+
+    def _all(self) -> dict:
+        if self._map is None:
+            self._map = _fcurve_map(self._action)
+        return self._map
+
+    def get(self, key):
+        return self._all().get(key)
+
+    def __setitem__(self, key, fc) -> None:
+        self._all()[key] = fc
+
+    def __iter__(self):
+        return iter(self._all())
+
+
+def _tag(action) -> None:
+    """Tell the depsgraph that ``action``'s keys changed (what ``FCurve.update`` tags)."""
+    action.update_tag(refresh={"TIME"})
+
+
 def _linear() -> int:
     return bpy.types.Keyframe.bl_rna.properties["interpolation"].enum_items["LINEAR"].value
 
@@ -1403,7 +1537,13 @@ def _put_keys(action, fmap: dict, bone: str, prop: str, frame_start: int,
     """Write ``values`` [shape=(n, dim)] into the keys of frames ``frame_start + lo ...`` of a
     channel of ``action`` (keys on every whole frame from ``frame_start``), in place; a curve
     without those keys is rewritten whole (``lo`` must then be 0). ``layer``: the action's
-    cached keys (see :func:`_layer_of`), which spare reading the curve back."""
+    cached keys (see :func:`_layer_of`), which spare reading the curve back.
+
+    Keys edited in place keep their frames, order and LINEAR interpolation, so the curve is
+    not updated (``FCurve.update`` sorts the keys and recomputes their Bezier handles, which
+    LINEAR keys do not use; Blender recomputes them on any edit in the Graph Editor): the
+    caller tags the action once for the depsgraph (:func:`_tag`). A curve rewritten whole is
+    updated."""
     path = f'pose.bones["{bone}"].{prop}'
     n = values.shape[0]
     known = layer.channels.get((bone, prop)) if layer is not None else None
@@ -1425,18 +1565,17 @@ def _put_keys(action, fmap: dict, bone: str, prop: str, frame_start: int,
                 abs(co[2 * (m - 1)] - (frame_start + m - 1)) < 1e-3:
             co[2 * lo + 1:2 * (lo + n):2] = values[:, i]
             kp.foreach_set("co", co)
-        else:
-            if lo:
-                raise M2DError("the dance on the NLA does not match the plan; apply the plan "
-                               "again")
-            if m:
-                kp.clear()
-            kp.add(n)
-            co = np.empty(2 * n, np.float32)
-            co[0::2] = frame_start + np.arange(n)
-            co[1::2] = values[:, i]
-            kp.foreach_set("co", co)
-            kp.foreach_set("interpolation", np.full(n, _linear(), np.int32))
+            continue
+        if lo:
+            raise M2DError("the dance on the NLA does not match the plan; apply the plan again")
+        if m:
+            kp.clear()
+        kp.add(n)
+        co = np.empty(2 * n, np.float32)
+        co[0::2] = frame_start + np.arange(n)
+        co[1::2] = values[:, i]
+        kp.foreach_set("co", co)
+        kp.foreach_set("interpolation", np.full(n, _linear(), np.int32))
         fc.update()
 
 
@@ -1574,9 +1713,12 @@ def replace_phrases(armature_ob, applied: AppliedPlan, new_plan: Plan, indices: 
         old_pos = _cached_positions(armature_ob, old_plan)     # before anything is written
     # ---- numpy: place every run with its neighbours, decide what to write where
     jobs = []   # (phrase index, placed motion, lo, hi): frames lo..hi-1 of the phrase change
+    windows = []    # per run: the first and last scene frame whose keys may change
+    run_jobs = []   # per run: its jobs jobs[j0:j1]
     new_records = {}
     try:
         for run in runs:
+            n_jobs = len(jobs)
             a, b = run[0], run[-1]
             prev = place_as_recorded(a - 1) if a > 0 else None
             nxt = place_as_recorded(b + 1) if b + 1 < n_ph else None
@@ -1631,6 +1773,10 @@ def replace_phrases(armature_ob, applied: AppliedPlan, new_plan: Plan, indices: 
             if nxt is not None:
                 hi = min(zones[-1][3] - nxt.frame_start + 1, nxt.n_frames)
                 jobs.append((b + 1, nxt, 0, hi))
+            mine = jobs[n_jobs:]
+            run_jobs.append((n_jobs, len(jobs)))
+            windows.append((min(pm.frame_start + lo for _, pm, lo, _ in mine),
+                            max(pm.frame_start + hi - 1 for _, pm, _, hi in mine)))
     except LookupError:
         return None
     # ---- one retarget solve over all changed frames
@@ -1643,95 +1789,219 @@ def replace_phrases(armature_ob, applied: AppliedPlan, new_plan: Plan, indices: 
     if root is not None:
         chans[(root[0], "location")] = root[1]
     bounds = np.cumsum([0] + [hi - lo for _, _, lo, hi in jobs])
-    # ---- bpy: write keys in place
+    # ---- bpy: write keys in place, run by run
     rot_props = ("rotation_quaternion", "rotation_euler")
-    written: list[tuple[int, int, np.ndarray]] = []    # (phrase, lo, values) per channel below
     last_vals: dict[tuple[str, str], tuple[int, np.ndarray]] = {}   # scene frame0, values
-    fmaps = {}
-    for (i, pm, lo, hi), s0, s1 in zip(jobs, bounds[:-1], bounds[1:]):
-        act = st_of[i].action
-        if i not in fmaps:
-            fmaps[i] = _fcurve_map(act)
-        fmap = fmaps[i]
-        whole = i in new_records
-        layer = _layer_of(act, new_plan.phrases[i].frame_start, new_plan.phrases[i].frame_end)
-        updates = []
-        for (bone, prop), vals in chans.items():
-            v = np.asarray(vals[s0:s1], dtype=np.float64)
-            if prop in rot_props:
-                if whole:                 # chained to what was just written before it
-                    ref = last_vals.get((bone, prop))
-                    if ref is not None and 0 <= pm.frame_start - ref[0] < len(ref[1]):
-                        v = _match_sign(prop, v, ref[1], 0, pm.frame_start - ref[0])
-                else:                     # continuous with the keys kept next to the window
-                    k = 0 if lo > 0 else hi - 1
-                    old = _get_keys(fmap, bone, prop, v.shape[1], lo + k, lo + k + 1, layer)
-                    if old is not None:
-                        v = _match_sign(prop, v, old, k, 0)
-            _put_keys(act, fmap, bone, prop, pm.frame_start, v, lo, layer)
-            updates.append(((bone, prop), lo, v))
-            last_vals[(bone, prop)] = (pm.frame_start + lo, v)
-        if whole:
-            act.name = _action_name(i, pm.phrase_id)
-            st_of[i].name = act.name[:63]
-            act[PLACE_PROP] = new_records[i]
-            act["m2d_scale"] = float(scale)
-        act[REV_PROP] = _next_rev()
-        _patch_layer(act, layer, updates)
-        written.append((i, lo, hi))
-        if not whole and lo == 0 and i > 0 and (i - 1) in new_records:
-            # the kept phrase after a run: its curves must blend with the run's end; where
+    fmaps: dict[int, _Curves] = {}
+    for run, (j0, j1) in zip(runs, run_jobs):
+        a, b = run[0], run[-1]
+        todo = []     # per job: what to write, and every rotation channel's keys afterwards
+        for (i, pm, lo, hi), s0, s1 in zip(jobs[j0:j1], bounds[j0:j1], bounds[j0 + 1:j1 + 1]):
+            act = st_of[i].action
+            if i not in fmaps:
+                fmaps[i] = _Curves(act)
+            fmap = fmaps[i]
+            whole = i in new_records
+            layer = _layer_of(act, new_plan.phrases[i].frame_start,
+                              new_plan.phrases[i].frame_end)
+            put, final = {}, {}
+            for (bone, prop), vals in chans.items():
+                v = np.asarray(vals[s0:s1], dtype=np.float64)
+                if prop in rot_props:
+                    if whole:                 # chained to what was just written before it
+                        ref = last_vals.get((bone, prop))
+                        if ref is not None and 0 <= pm.frame_start - ref[0] < len(ref[1]):
+                            v = _match_sign(prop, v, ref[1], 0, pm.frame_start - ref[0])
+                    else:                     # continuous with the keys kept next to the window
+                        k = 0 if lo > 0 else hi - 1
+                        old = _get_keys(fmap, bone, prop, v.shape[1], lo + k, lo + k + 1,
+                                        layer)
+                        if old is not None:
+                            v = _match_sign(prop, v, old, k, 0)
+                if not whole:
+                    # a neighbour's channel that the edit leaves as it is (up to the rounding
+                    # of placing and solving it again) keeps its keys: nothing to write
+                    old = _get_keys(fmap, bone, prop, v.shape[1], lo, hi, layer)
+                    if old is not None and old.shape == v.shape and \
+                            float(np.max(np.abs(old - v), initial=0.0)) <= KEEP_TOL:
+                        v = old
+                    else:
+                        put[(bone, prop)] = v
+                else:
+                    put[(bone, prop)] = v
+                final[(bone, prop)] = v
+                last_vals[(bone, prop)] = (pm.frame_start + lo, v)
+            todo.append((i, pm, lo, act, fmap, layer, whole, put, final))
+        back = _back_channels(todo, a, b, n_ph)
+        for key in back:       # the run now blends with the phrase after it, not before it
+            for job in todo:
+                if job[6]:                          # whole: put[key] = final[key] = f(...)
+                    job[7][key] = job[8][key] = back[key](job[7][key])
+        for i, pm, lo, act, fmap, layer, whole, put, _final in todo:
+            updates = []
+            for (bone, prop), v in put.items():
+                _put_keys(act, fmap, bone, prop, pm.frame_start, v, lo, layer)
+                updates.append(((bone, prop), lo, v))
+            if whole:
+                act.name = _action_name(i, pm.phrase_id)
+                st_of[i].name = act.name[:63]
+                act[PLACE_PROP] = new_records[i]
+                act["m2d_scale"] = float(scale)
+            if updates or whole:
+                act[REV_PROP] = _next_rev()
+                _patch_layer(act, layer, updates)
+                _tag(act)
+        if back and a > 0:
+            # the phrase before the run (and so on up the song while the next one disagrees)
+            _cascade_signs_back(st_of, fmaps, a - 1, list(back))
+        if b + 1 < n_ph:
+            # the kept phrase after the run: its curves must blend with the run's end; where
             # they do not, flip them (and so on down the song while the next one disagrees)
-            _cascade_signs(st_of, fmaps, i, n_ph)
-    del written
+            _cascade_signs(st_of, fmaps, b + 1, n_ph)
     return _finish_local(armature_ob, applied, new_plan, st_of, runs, scene, evaluate=evaluate,
-                         old_pos=old_pos)
+                         old_pos=old_pos, windows=windows)
+
+
+def _back_channels(todo, a: int, b: int, n_ph: int) -> dict:
+    """Rotation channels whose keys at the end of the run ``a..b`` (as ``todo`` of
+    :func:`replace_phrases` will write them) do not blend with the kept phrase ``b + 1`` (a
+    quaternion sign or whole Euler turns apart), when there are fewer phrases before the run
+    than after it: then the run's curves are turned to match the phrase after it and the
+    phrases before it are flipped (:func:`_cascade_signs_back`) instead of all the later ones
+    (:func:`_cascade_signs`). Returns ``{channel: transform of the run's values}``."""
+    if b + 1 >= n_ph or a >= n_ph - 1 - b or len(todo) < 2:
+        return {}
+    last, nxt = todo[-2], todo[-1]
+    if last[0] != b or nxt[0] != b + 1 or not last[6] or nxt[2] != 0:
+        return {}
+    k = nxt[1].frame_start - last[1].frame_start
+    out = {}
+    for key, v in last[8].items():
+        ref = nxt[8].get(key)
+        if key[1] not in ("rotation_quaternion", "rotation_euler") or ref is None or \
+                not 0 <= k < len(v):
+            continue
+        new = _match_sign(key[1], v, ref, k, 0)
+        if new is v:
+            continue
+        if key[1] == "rotation_quaternion":
+            out[key] = np.negative
+        else:
+            turns = new[0] - v[0]
+            out[key] = lambda x, turns=turns: x + turns[None, :]
+    return out
 
 
 def _cascade_signs(st_of, fmaps: dict, start: int, n_ph: int) -> None:
     """Make every rotation curve of phrase ``start`` blend with phrase ``start - 1`` at its
     first frame (quaternion sign / Euler turns), flipping whole curves of the following phrases
-    as long as they then disagree with their predecessor."""
+    as long as they then disagree with their predecessor (each phrase's flipped curves are
+    written together)."""
     def fmap_of(i):
         if i not in fmaps:
-            fmaps[i] = _fcurve_map(st_of[i].action)
+            fmaps[i] = _Curves(st_of[i].action)
         return fmaps[i]
 
-    def layer_of(i):
-        st = st_of[i]
-        return _layer_of(st.action, round(st.frame_start), round(st.frame_end))
+    frames = [(round(st.frame_start), round(st.frame_end)) for st in st_of[start - 1:]]
 
-    prev_map = fmap_of(start - 1)
-    keys = {}
-    for (path, _i) in prev_map:
-        m = _PATH_RE.match(path)
-        if m and m.group(2) in ("rotation_quaternion", "rotation_euler"):
-            keys[(m.group(1).replace('\\"', '"'), m.group(2))] = path
-    for bone, prop in keys:
-        dim = 4 if prop == "rotation_quaternion" else 3
-        i = start
-        while i < n_ph:
-            pa, pb = st_of[i - 1], st_of[i]
-            fa, fb = fmap_of(i - 1), fmap_of(i)
-            k = round(pb.frame_start) - round(pa.frame_start)
-            ref = _get_keys(fa, bone, prop, dim, k, k + 1, layer_of(i - 1))
-            n = round(pb.frame_end) - round(pb.frame_start) + 1
-            lay = layer_of(i)
-            cur = _get_keys(fb, bone, prop, dim, 0, n, lay)
-            if ref is None or cur is None:
-                break
-            new = _match_sign(prop, cur, ref, 0, 0)
-            if new is cur:
-                break
-            _put_keys(pb.action, fb, bone, prop, round(pb.frame_start), new, 0, lay)
-            pb.action[REV_PROP] = _next_rev()
-            _patch_layer(pb.action, lay, [((bone, prop), 0, new)])
-            i += 1
+    def layer_of(i):
+        f0, f1 = frames[i - start + 1]
+        return _layer_of(st_of[i].action, f0, f1)
+
+    rot_props = ("rotation_quaternion", "rotation_euler")
+    lay = layer_of(start - 1)
+    if lay is not None:
+        todo = [key for key in lay.channels if key[1] in rot_props]
+    else:
+        todo = []
+        for (path, _i) in fmap_of(start - 1):
+            m = _PATH_RE.match(path)
+            if m and m.group(2) in rot_props:
+                key = (m.group(1).replace('\\"', '"'), m.group(2))
+                if key not in todo:
+                    todo.append(key)
+    lay_a = lay
+    i = start
+    while todo and i < n_ph:
+        (a0, _a1), (b0, b1) = frames[i - start], frames[i - start + 1]
+        k, n = b0 - a0, b1 - b0 + 1
+        fa, fb = fmap_of(i - 1), fmap_of(i)
+        lay_b = layer_of(i)
+        flips, keep = [], []
+        for bone, prop in todo:
+            dim = 4 if prop == "rotation_quaternion" else 3
+            ref = _get_keys(fa, bone, prop, dim, k, k + 1, lay_a)
+            first = _get_keys(fb, bone, prop, dim, 0, 1, lay_b)
+            if ref is None or first is None or _match_sign(prop, first, ref, 0, 0) is first:
+                continue
+            cur = _get_keys(fb, bone, prop, dim, 0, n, lay_b)
+            if cur is not None:
+                flips.append(((bone, prop), 0, _match_sign(prop, cur, ref, 0, 0)))
+                keep.append((bone, prop))
+        if not flips:
+            break
+        act = st_of[i].action
+        for (bone, prop), _lo, new in flips:
+            _put_keys(act, fb, bone, prop, b0, new, 0, lay_b)
+        act[REV_PROP] = _next_rev()
+        _patch_layer(act, lay_b, flips)
+        _tag(act)
+        todo = keep
+        lay_a = layer_of(i)
+        i += 1
+
+
+def _cascade_signs_back(st_of, fmaps: dict, end: int, keys: Sequence[tuple[str, str]]) -> None:
+    """Flip the whole rotation curves ``keys`` of phrase ``end`` where they do not blend with
+    phrase ``end + 1`` at its first frame (quaternion sign / Euler turns), and so on up the
+    song as long as a phrase then disagrees with the one after it."""
+    def fmap_of(i):
+        if i not in fmaps:
+            fmaps[i] = _Curves(st_of[i].action)
+        return fmaps[i]
+
+    frames = [(round(st.frame_start), round(st.frame_end)) for st in st_of[:end + 2]]
+
+    def layer_of(i):
+        return _layer_of(st_of[i].action, *frames[i])
+
+    todo = list(keys)
+    lay_b = layer_of(end + 1)
+    i = end
+    while todo and i >= 0:
+        (a0, a1), (b0, _b1) = frames[i], frames[i + 1]
+        k, n = b0 - a0, a1 - a0 + 1
+        fa, fb = fmap_of(i), fmap_of(i + 1)
+        lay_a = layer_of(i)
+        flips, keep = [], []
+        for bone, prop in todo:
+            dim = 4 if prop == "rotation_quaternion" else 3
+            ref = _get_keys(fb, bone, prop, dim, 0, 1, lay_b)
+            at = _get_keys(fa, bone, prop, dim, k, k + 1, lay_a) if 0 <= k < n else None
+            if ref is None or at is None or _match_sign(prop, at, ref, 0, 0) is at:
+                continue
+            cur = _get_keys(fa, bone, prop, dim, 0, n, lay_a)
+            if cur is not None:
+                flips.append(((bone, prop), 0, _match_sign(prop, cur, ref, k, 0)))
+                keep.append((bone, prop))
+        if not flips:
+            break
+        act = st_of[i].action
+        for (bone, prop), _lo, new in flips:
+            _put_keys(act, fa, bone, prop, a0, new, 0, lay_a)
+        act[REV_PROP] = _next_rev()
+        _patch_layer(act, lay_a, flips)
+        _tag(act)
+        todo = keep
+        lay_b = layer_of(i)
+        i -= 1
 
 
 def _finish_local(armature_ob, applied: AppliedPlan, new_plan: Plan, st_of, runs, scene, *,
-                  evaluate: bool, old_pos: np.ndarray | None) -> AppliedPlan:
-    """AppliedPlan of a local edit, with metrics updated for the frames that changed."""
+                  evaluate: bool, old_pos: np.ndarray | None,
+                  windows: Sequence[tuple[int, int]] | None = None) -> AppliedPlan:
+    """AppliedPlan of a local edit, with metrics updated for the frames that changed
+    (``windows``: per run, the first and last scene frame whose keys were rewritten)."""
     out = AppliedPlan(plan=new_plan, actions=[s.action for s in st_of], placed=[],
                       bone_map=dict(applied.bone_map), warnings=list(applied.warnings))
     if not evaluate:
@@ -1740,15 +2010,17 @@ def _finish_local(armature_ob, applied: AppliedPlan, new_plan: Plan, st_of, runs
     if old_pos is None or not plain or not applied.plan.metrics or \
             old_pos.shape[0] != new_plan.frame_end - new_plan.frame_start + 1:
         return evaluate_plan(armature_ob, out, scene=scene)
-    return _evaluate_local(armature_ob, out, old_pos, applied.plan.metrics, runs)
+    return _evaluate_local(armature_ob, out, old_pos, applied.plan.metrics, runs, windows)
 
 
 def _evaluate_local(armature_ob, out: AppliedPlan, old_pos: np.ndarray, old_metrics: dict,
-                    runs: Sequence[Sequence[int]]) -> AppliedPlan:
-    """Metrics after a local edit: the numpy NLA evaluation redone on the frames around each
-    run (its neighbours included), spliced into the previous evaluation; the seams of the runs
-    measured again, the others kept; beat and foot metrics of the whole song recomputed from
-    the positions."""
+                    runs: Sequence[Sequence[int]],
+                    windows: Sequence[tuple[int, int]] | None = None) -> AppliedPlan:
+    """Metrics after a local edit: the numpy NLA evaluation redone on the frames that changed
+    around each run (``windows``: first and last scene frame per run; default: the run and its
+    neighbours whole), spliced into the previous evaluation; the seams of the runs measured
+    again, the others kept; beat and foot metrics of the whole song recomputed from the
+    positions."""
     plan = out.plan
     bone_map = out.bone_map
     n_ph = len(plan.phrases)
@@ -1760,7 +2032,7 @@ def _evaluate_local(armature_ob, out: AppliedPlan, old_pos: np.ndarray, old_metr
     pos = old_pos.copy()
     changed = []
     seams = {int(s["index"]): s for s in (old_metrics.get("seams", {}) or {}).get("per_seam", [])}
-    for run in runs:
+    for r, run in enumerate(runs):
         a, b = run[0], run[-1]
         s0 = max(a - 2, 0)
         s0 -= s0 % 2
@@ -1769,20 +2041,24 @@ def _evaluate_local(armature_ob, out: AppliedPlan, old_pos: np.ndarray, old_metr
                   for k in range(s0, s1 + 1)]
         w0 = plan.phrases[max(a - 1, 0)].frame_start
         w1 = plan.phrases[min(b + 1, n_ph - 1)].frame_end
+        if windows is not None:
+            w0, w1 = max(w0, int(windows[r][0])), min(w1, int(windows[r][1]))
         chans = blend_channels(layers, xf_frames=plan.crossfade_frames, frame_first=w0,
                                frame_last=w1)
         n = w1 - w0 + 1
         mats = model.pose_matrices(chans, n, bones=list(bone_map.values()))
         pos[w0 - f_first:w1 - f_first + 1] = joint_positions(model, mats, bone_map)
         changed.append((w0 - f_first, w1 - f_first + 1))
-        for k in range(max(a, 1), min(b + 1, n_ph - 1) + 1):
+        ks = list(range(max(a, 1), min(b + 1, n_ph - 1) + 1))
+        mids = [(layers[k - s0].frame_start + layers[k - 1 - s0].frame_end) // 2 for k in ks]
+        alone = _roots_alone(model, [(layers[k - 1 - s0 + d], m) for k, m in zip(ks, mids)
+                                     for d in (0, 1)], root_bone)
+        for j, k in enumerate(ks):
             la, lb = layers[k - 1 - s0], layers[k - s0]
             f0, f1 = lb.frame_start, la.frame_end
-            mid = (f0 + f1) // 2
             seams[k] = M.seam_root_metrics(
                 pos[:, ROOT], frame0=f_first, seam=M.Seam(k, f0, f1), fps=plan.fps,
-                root_a_mid=_root_alone(model, la, mid, root_bone),
-                root_b_mid=_root_alone(model, lb, mid, root_bone))
+                root_a_mid=alone[2 * j], root_b_mid=alone[2 * j + 1])
     per_seam = [seams[k] for k in sorted(seams)]
     if track is None or track.n_src != pos.shape[0] or abs(track.fps - plan.fps) > 1e-9:
         track = DanceBeatTrack(pos, plan.fps, derivatives=BEAT_DERIVATIVES)

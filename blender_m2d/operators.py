@@ -170,6 +170,24 @@ def get_scorer(path: str | os.PathLike, library, device: str):
     return scorer
 
 
+def _cached_scorer(path: str | os.PathLike, library):
+    """A scorer of this model file and library already loaded for any device (what the
+    transition matrix needs; loading another session for it costs tens of ms), or None."""
+    from .core.inference import resolve_model_paths
+
+    onnx, _ = resolve_model_paths(path)
+    try:
+        mtime = onnx.stat().st_mtime_ns
+    except OSError:
+        mtime = -1
+    want = (str(onnx.resolve()), mtime, str(library.hash))
+    with _LOCK:
+        for key, scorer in _SCORERS.items():
+            if (key[0], key[1], key[3]) == want:
+                return scorer
+    return None
+
+
 def plan_of(s):
     """The scene's stored choreography as a Plan (parsed once per stored text), or None."""
     from .core.plan import Plan
@@ -206,7 +224,9 @@ def transition_of(context, plan, library):
                            "again")
         key = ("model", s.model_used, str(library.hash))
         if key not in _TRANSITIONS:
-            _TRANSITIONS[key] = get_scorer(s.model_used, library, "cpu").transition
+            scorer = _cached_scorer(s.model_used, library) or \
+                get_scorer(s.model_used, library, "cpu")
+            _TRANSITIONS[key] = scorer.transition
     else:
         from .core.baseline import library_transition
 
@@ -478,18 +498,14 @@ def _finish_job(context, job: ChoreographJob) -> None:
         pass
 
 
-def _body_option(ob, bone_map) -> dict:
-    """``target_bone_lengths`` for ChoreographyOptions (the beat sync sees the armature's body),
-    when this engine version has it."""
-    import dataclasses
+def _body_option(ob, bone_map: dict) -> dict:
+    """``target_bone_lengths`` and ``target_rig`` for ChoreographyOptions: the beat sync
+    composes the dance on the armature's own body, as ``m2d choreograph`` does. Read on the
+    main thread (bpy data), before any worker starts."""
+    from . import nla, retarget
 
-    from . import nla
-    from .core.choreography import ChoreographyOptions
-
-    names = {f.name for f in dataclasses.fields(ChoreographyOptions)}
-    if "target_bone_lengths" not in names or not hasattr(nla, "rig_bone_lengths"):
-        return {}
-    return {"target_bone_lengths": nla.rig_bone_lengths(ob, bone_map)}
+    return {"target_bone_lengths": nla.rig_bone_lengths(ob, bone_map),
+            "target_rig": retarget.target_rig(ob, bone_map)[0]}
 
 
 def start_job(context) -> ChoreographJob:

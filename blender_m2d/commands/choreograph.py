@@ -70,6 +70,11 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="greedy = the paper's Eq. 6 (default); viterbi = best whole path")
     parser.add_argument("--allow-repeats", action="store_true",
                         help="allow a dance phrase to follow itself")
+    parser.add_argument("--recent", type=int, default=None, metavar="N",
+                        help="variety: a dance phrase used among the last N music phrases is "
+                        "penalised (default 4; 0 = the paper's plain decoder)")
+    parser.add_argument("--recent-penalty", type=float, default=None, metavar="X",
+                        help="log-score charged per recent use (default 0.5)")
     parser.add_argument("--styles", metavar="S1,S2", help="only use phrases of these styles")
     parser.add_argument("--lock", action="append", default=[], metavar="N=ID",
                         help="keep dance phrase ID on music phrase N (1-based; repeat)")
@@ -165,7 +170,7 @@ def load_scorer_arg(args, library):
 
 def options_from_args(args, fps: float):
     from ..core.choreography import ChoreographyOptions
-    from ..core.decode import DecodeOptions
+    from ..core.decode import RECENT, RECENT_PENALTY, DecodeOptions
     from ..core.errors import M2DError
     from ..core.placement import PlacementOptions
 
@@ -177,9 +182,17 @@ def options_from_args(args, fps: float):
         locks[int(n) - 1] = pid.strip()
     styles = tuple(s.strip() for s in args.styles.split(",") if s.strip()) \
         if args.styles else None
+    recent = getattr(args, "recent", None)
+    recent = RECENT if recent is None else recent
+    penalty = getattr(args, "recent_penalty", None)
+    penalty = RECENT_PENALTY if penalty is None else penalty
+    if recent < 0 or not penalty >= 0 or penalty == float("inf"):
+        raise M2DError(f"--recent must be >= 0 and --recent-penalty finite and >= 0, got "
+                       f"{recent} and {penalty}")
     dec = DecodeOptions(method=args.decoder, no_repeat=not args.allow_repeats, styles=styles,
                         top_k=args.top_k, seed=args.seed,
-                        variety=args.variety if args.seed else 0.0)
+                        variety=args.variety if args.seed else 0.0, recent=recent,
+                        recent_penalty=penalty)
     place = PlacementOptions(crossfade_s=args.crossfade, feet=args.feet)
     return ChoreographyOptions(decode=dec, placement=place, fps=fps, locks=locks)
 
@@ -214,6 +227,13 @@ def prepare_scene(*, blend: str | None, armature: str | None, rig: str | None, f
     preset = rig or "mixamo"
     ob = rigs.build_test_armature(preset, name="Dancer")
     return ob, preset
+
+
+def _target_rig(armature_ob, rig):
+    """The armature's retarget target (what the beat sync composes the dance on)."""
+    from .. import retarget
+
+    return retarget.target_rig(armature_ob, retarget.resolve_bone_map(armature_ob, rig))[0]
 
 
 def run_pipeline(song: str, *, args, out_blend: str | os.PathLike | None,
@@ -253,8 +273,9 @@ def run_pipeline(song: str, *, args, out_blend: str | os.PathLike | None,
             fps = scene.render.fps / scene.render.fps_base
             # the armature's bones are checked here, before the song is analysed
             lengths = nla.rig_bone_lengths(ob, rig)
+            target = _target_rig(ob, rig)
         options = dataclasses.replace(options_from_args(args, fps),
-                                      target_bone_lengths=lengths)
+                                      target_bone_lengths=lengths, target_rig=target)
         result = choreograph(song, library, scorer=scorer, options=options, timer=timer)
         t0 = time.perf_counter()
         applied = nla.apply_plan(ob, result.plan, library, rig=rig, scene=scene)

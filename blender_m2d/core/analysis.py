@@ -19,8 +19,9 @@ Pipeline (:func:`analyze_song`), all at 22,050 Hz / hop 512 (23.2 ms frames):
    ``onset_detect`` (ported) on the default envelope;
 4. downbeats: 4/4 assumed; the bar phase (0..3) whose beats carry the most low-band (< 150 Hz)
    onset energy plus spectral change is chosen (a heuristic; see :func:`find_downbeats`);
-5. main melody with CREPE tiny (:mod:`blender_m2d.core.melody`); rests are unvoiced runs
-   >= max(0.2 s, half a beat), long tones are notes >= 1 beat with < 1 semitone spread;
+5. main melody with CREPE tiny (:mod:`blender_m2d.core.melody`, on a second thread while
+   steps 2-4 and 6 run: ``PARALLEL_MELODY``); rests are unvoiced runs >= max(0.2 s, half a
+   beat), long tones are notes >= 1 beat with < 1 semitone spread;
 6. sections: librosa-style Laplacian segmentation (McFee & Ellis 2014) on beat-synchronous
    log-mel (recurrence) and MFCC (path) features, k = 5 clusters, sections shorter than
    ``MIN_SECTION_BEATS`` merged into their most similar neighbour;
@@ -302,27 +303,37 @@ def analyze_song(path_or_audio: str | os.PathLike | Audio, *, progress: Progress
         raise ValueError(f"analysis needs audio at {SAMPLE_RATE} Hz, got {audio.sr}")
     check_not_silent(audio)
 
-    stage.begin("spectrogram", 0.12, "computing the spectrogram")
-    mel_power, chroma = mel_and_chroma(audio.y)
+    # the melody model runs on its own thread while the spectrogram, beats and sections are
+    # computed (onnxruntime releases the GIL): the two longest stages overlap on two cores
+    job = _Background(run_melody, audio, method=melody, cancel=cancel) \
+        if PARALLEL_MELODY else None
+    try:
+        stage.begin("spectrogram", 0.12, "computing the spectrogram")
+        mel_power, chroma = mel_and_chroma(audio.y)
 
-    stage.begin("beats", 0.22, "tracking beats")
-    beats_s, onset_env = song_beats(mel_power, chroma)
-    if beats_s.size < MIN_BEATS + 1:
-        raise M2DError(
-            f"found only {beats_s.size} beats in {audio.duration_s:.1f} s of audio; a phrase "
-            f"needs {MIN_BEATS} beats. Is the clip too short or without a steady beat?",
-            path=audio.path)
-    tempo_bpm = tempo_from_beats(beats_s)
-    onsets_s = detect_onsets(onset_env)
-    downbeats_s = find_downbeats(beats_s, mel_power, onset_env)
+        stage.begin("beats", 0.22, "tracking beats")
+        beats_s, onset_env = song_beats(mel_power, chroma)
+        if beats_s.size < MIN_BEATS + 1:
+            raise M2DError(
+                f"found only {beats_s.size} beats in {audio.duration_s:.1f} s of audio; a "
+                f"phrase needs {MIN_BEATS} beats. Is the clip too short or without a steady "
+                "beat?", path=audio.path)
+        tempo_bpm = tempo_from_beats(beats_s)
+        onsets_s = detect_onsets(onset_env)
+        downbeats_s = find_downbeats(beats_s, mel_power, onset_env)
 
-    stage.begin("melody", 0.32, "following the melody")
-    mel = run_melody(audio, method=melody, cancel=cancel)
+        stage.begin("structure", 0.32, "finding the song's sections")
+        sections = segment_structure(mel_power, beats_s, audio.duration_s)
+
+        stage.begin("melody", 0.45, "following the melody")
+        mel = job.result() if job is not None else run_melody(audio, method=melody,
+                                                               cancel=cancel)
+    except BaseException:
+        if job is not None:
+            job.stop()
+        raise
     rests_s = find_rests(mel, beats_s)
     long_tones_s = find_long_tones(mel, beats_s)
-
-    stage.begin("structure", 0.85, "finding the song's sections")
-    sections = segment_structure(mel_power, beats_s, audio.duration_s)
 
     stage.begin("phrases", 0.95, "forming phrases")
     phrases = segment_phrases(beats_s, audio.duration_s, sections=sections, rests_s=rests_s,
@@ -336,6 +347,52 @@ def analyze_song(path_or_audio: str | os.PathLike | Audio, *, progress: Progress
         downbeats_s=downbeats_s, sections=sections, phrases=phrases, rests_s=rests_s,
         long_tones_s=long_tones_s, melody_times_s=mel.times_s, melody_hz=mel.f0_hz,
         timings_s=timings, onsets_s=onsets_s, melody_method=mel.method, mel_power=mel_power)
+
+
+PARALLEL_MELODY = True
+"""Run the melody model on a second thread, overlapping the other stages (same results)."""
+
+
+class _Background:
+    """``fn(*args, **kw)`` on a daemon thread; :meth:`result` joins it (re-raising its error);
+    :meth:`stop` asks it to end at its next cancellation check (``kw["cancel"]`` is replaced by
+    an event that is also set by :meth:`stop`) and waits for it."""
+
+    def __init__(self, fn, *args, **kw) -> None:
+        user = kw.get("cancel")
+        self._stop = threading.Event()
+        kw["cancel"] = _Either(user, self._stop)
+        self._out: list = []
+        self._err: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                self._out.append(fn(*args, **kw))
+            except BaseException as err:     # handed to the caller by result()
+                self._err.append(err)
+
+        self._thread = threading.Thread(target=run, name="m2d-melody", daemon=True)
+        self._thread.start()
+
+    def result(self):
+        self._thread.join()
+        if self._err:
+            raise self._err[0]
+        return self._out[0]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class _Either:
+    """``is_set()`` of either of two events (the first may be None)."""
+
+    def __init__(self, a: threading.Event | None, b: threading.Event) -> None:
+        self.a, self.b = a, b
+
+    def is_set(self) -> bool:
+        return self.b.is_set() or (self.a is not None and self.a.is_set())
 
 
 class _Stages:

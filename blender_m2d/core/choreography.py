@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import baseline
-from .decode import DecodeOptions, decode, style_mask
+from .decode import DecodeOptions, decode, rank, style_mask
 from .errors import M2DError
 from .placement import PlacementOptions, crossfade_frames, fit_warp, phrase_frames
 from .plan import Candidate, PlacedPhrase, Plan
@@ -47,9 +47,18 @@ class ChoreographyOptions:
     beat_sync: bool = True
     """Refine the warps against the dance-beat detector (:mod:`~blender_m2d.core.beatsync`)."""
     sync_sweeps: int = 3
+    seam_prior: bool = True
+    """Decode with the :class:`SeamPrior` (root heights where phrases are cut and start)."""
+    seams_after_beat: bool = True
+    """Start each crossfade on its phrase boundary beat instead of centring it there
+    (:func:`seam_intervals`)."""
     target_bone_lengths: tuple[float, ...] | None = None
     """Bone lengths (m, per canonical joint, from its parent) of the armature the plan is for;
     the beat sync then sees the body the armature will show (:func:`.beatsync.reproportion`)."""
+    target_rig: Any = None
+    """The armature's :class:`~.retargeting.TargetRig` (``blender_m2d.retarget.target_rig``):
+    the beat sync then sees exactly the joint positions the retarget solve gives the armature
+    (:func:`~.retargeting.solve_target`), which ``target_bone_lengths`` only approximates."""
 
 
 @dataclass
@@ -101,6 +110,161 @@ def _phrase_beats(analysis, i: int, s: float, e: float) -> np.ndarray:
         b = np.concatenate([b, [e]])
     b[0], b[-1] = s, e
     return b
+
+
+SEAM_HEIGHT_FREE = 0.08
+"""Root height difference (leg lengths) a seam takes without cost (:class:`SeamPrior`)."""
+SEAM_HEIGHT_SIGMA = 0.02
+"""Scale (leg lengths) of the Gaussian cost of the difference beyond that."""
+SEAM_RISE_MAX = 0.1
+"""Root height change (leg lengths) over a crossfade the beat sync may not exceed (unless the
+decoded warp already does; :func:`.beatsync.sync_warps` ``max_seam_rise_m``)."""
+SEAM_PASSES = 4
+"""Decoding passes with the seam prior, each with the cuts of the phrases chosen so far
+replaced by their fitted warps' (:meth:`SeamPrior.refine`)."""
+_HEIGHTS: dict[tuple[str, str, int], tuple[list[np.ndarray], np.ndarray, np.ndarray]] = {}
+
+
+def _root_heights(library) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Per library phrase: root height curve in leg lengths, its fps, and the phrase's dance
+    beat period (s, NaN if unknown). Cached per library."""
+    key = (str(getattr(library, "path", "")), str(getattr(library, "hash", "")),
+           len(library.ids))
+    if key not in _HEIGHTS:
+        from .retargeting import leg_length
+
+        curves, fps, period = [], np.zeros(len(library.ids)), np.full(len(library.ids), np.nan)
+        for k, meta in enumerate(library.phrases):
+            m = library.motion(library.ids[k])
+            pos = np.asarray(m.positions, dtype=np.float64)
+            curves.append(pos[:, 0, 2] / max(leg_length(pos), 1e-6))
+            fps[k] = float(m.fps)
+            beats = np.asarray(meta.beats_s, dtype=np.float64)
+            if beats.size >= 3:
+                period[k] = float(np.median(np.diff(beats)))
+            elif getattr(meta, "tempo_bpm", None):
+                period[k] = 60.0 / float(meta.tempo_bpm)
+        _HEIGHTS.clear()
+        _HEIGHTS[key] = (curves, fps, period)
+    return _HEIGHTS[key]
+
+
+class SeamPrior:
+    """Seam compatibility of consecutive dance phrases, a step factor of the decoder
+    (:func:`~.decode.decode` ``step_factor``): for phrase j after phrase i at music phrase t,
+    ``exp(-0.5 (max(|h_i - h_j| - SEAM_HEIGHT_FREE, 0) / SEAM_HEIGHT_SIGMA)^2)`` with ``h`` the
+    root (hips) height in leg lengths of each phrase's dancer: ``h_j`` at the start of j,
+    ``h_i`` where phrase i is cut at the end of music phrase t - 1. The cut is estimated as
+    the time warp will place it: at the natural rate (dance beat period over music beat
+    period, moved by octaves into the rate range, :func:`~.placement.natural_rate`) times the
+    music phrase's length, or the phrase's end if it runs out.
+
+    Root alignment turns and moves the incoming phrase but keeps heights as captured, so a
+    phrase cut while the dancer is crouched (or ends on the floor) followed by one that starts
+    upright rises by the difference inside the crossfade (50 cm in 0.3 s in the worst case of
+    the bundled library). Style similarity, the paper's M, does not see that.
+    """
+
+    def __init__(self, library, intervals_s: Sequence[tuple[float, float]],
+                 phrase_beats_s: Sequence[np.ndarray],
+                 rate_range: tuple[float, float] = (0.5, 2.0)) -> None:
+        curves, fps, p_d = _root_heights(library)
+        n = len(intervals_s)
+        p_m = np.array([float(np.median(np.diff(np.asarray(b, np.float64))))
+                        if np.size(b) >= 2 else 0.5 for b in phrase_beats_s])
+        dur = np.array([e - s for s, e in intervals_s], dtype=np.float64)
+        pd = np.where(np.isfinite(p_d)[None, :], p_d[None, :], p_m[:, None])
+        g = pd / np.maximum(p_m[:, None], 1e-6)                     # (P, K)
+        lo, hi = rate_range
+        for _ in range(8):
+            g = np.where(g > hi * 1.2, g / 2, g)
+            g = np.where(g < lo / 1.2, g * 2, g)
+        g = np.clip(g, lo, hi)
+        self.curves, self.fps = curves, fps
+        self.intervals = [(float(a), float(b)) for a, b in intervals_s]
+        self.end = np.zeros((n, len(curves)))
+        self.start = np.array([c[0] for c in curves])
+        self.known: set[tuple[int, int]] = set()
+        for k, c in enumerate(curves):
+            last = (c.size - 1) / fps[k]
+            tau = np.minimum(g[:, k] * dur, last)
+            self.end[:, k] = self.height(k, tau)
+
+    def height(self, k: int, tau_s):
+        c = self.curves[k]
+        return np.interp(np.asarray(tau_s) * self.fps[k], np.arange(c.size), c)
+
+    def refine(self, chosen) -> bool:
+        """Replace the estimated cut of each ``(music phrase, library phrase, warp)`` in
+        ``chosen`` by where its fitted warp cuts it (the warp at the music phrase's end).
+        True if any of them moved by more than 0.02 leg lengths (decode again)."""
+        moved = False
+        for i, k, warp in chosen:
+            if (i, k) in self.known or i >= len(self.intervals) - 1:
+                continue
+            self.known.add((i, k))
+            h = float(self.height(k, float(warp(np.array([self.intervals[i][1]]))[0])))
+            moved |= abs(h - self.end[i, k]) > 0.02
+            self.end[i, k] = h
+        return moved
+
+    def __call__(self, t: int, rows: np.ndarray) -> np.ndarray:
+        """Factor [shape=(len(rows), K)] of the step into music phrase ``t`` from the phrases
+        ``rows`` (library indices) at music phrase ``t - 1``."""
+        d = np.abs(self.end[t - 1, np.asarray(rows, dtype=np.int64)][:, None]
+                   - self.start[None, :])
+        excess = np.maximum(d - SEAM_HEIGHT_FREE, 0.0) / SEAM_HEIGHT_SIGMA
+        return np.exp(-0.5 * excess * excess)
+
+
+def seam_lookahead(probs: np.ndarray, transition: np.ndarray, prior: SeamPrior,
+                   allowed: np.ndarray | None, locks: Mapping[int, int]) -> np.ndarray:
+    """[shape=(P, K)] factor for greedy decoding with the seam prior: how well the best next
+    phrase can follow phrase j at music phrase t, ``max_k q(k) C(j, k) / max_k q(k)`` with
+    ``q(k) = p_{t+1}(k) M[j, k]`` over the allowed phrases (the locked one where t + 1 is
+    locked) and ``C`` the prior of step t + 1; 1 for the last phrase.
+
+    Eq. 6 picks each phrase without looking ahead; with the seam prior in the transitions it
+    would still walk into a phrase that few phrases can follow (one cut on the floor) and pay
+    at the next seam."""
+    p = np.asarray(probs, dtype=np.float64)
+    n, k = p.shape
+    out = np.ones((n, k))
+    allow = np.ones(k, dtype=bool) if allowed is None else np.asarray(allowed, dtype=bool)
+    rows = np.arange(k)
+    for t in range(n - 1):
+        nxt = p[t + 1] * allow
+        if t + 1 in locks:
+            nxt = np.zeros(k)
+            nxt[locks[t + 1]] = 1.0
+        q = transition * nxt[None, :]
+        best = q.max(axis=1)
+        out[t] = np.where(best > 0, (q * prior(t + 1, rows)).max(axis=1)
+                          / np.maximum(best, 1e-300), 1.0)
+    return out
+
+
+def seam_intervals(intervals_s: Sequence[tuple[float, float]],
+                   phrase_beats_s: Sequence[np.ndarray], xf_s: float) -> list[tuple[float, float]]:
+    """Where the strips of the phrases meet (the crossfade middles): each phrase boundary moved
+    half a crossfade later (at most half the next beat interval), so the crossfade starts on
+    the boundary beat.
+
+    A linear crossfade between two different poses moves the body by itself (the weight's rate
+    times the pose difference) and kinks its velocity at both ends. Centred on the boundary
+    beat it therefore erased the stop both phrases make on that beat and put two stops of its
+    own 0.15 s either side of it, off the beat (one lost beat and up to two off-beat dance beats
+    per seam). Starting on the beat, the outgoing phrase stops on its last beat alone, the
+    crossfade's first kink falls on that stop, and only its end is off the beat."""
+    out = [list(x) for x in intervals_s]
+    for i in range(1, len(out)):
+        b = np.asarray(phrase_beats_s[i], dtype=np.float64)
+        if b.size < 2:
+            continue
+        t = float(b[0] + min(0.5 * xf_s, 0.5 * (b[1] - b[0])))
+        if out[i - 1][0] < t < out[i][1]:
+            out[i - 1][1] = out[i][0] = t
+    return [(float(a), float(b)) for a, b in out]
 
 
 def score_phrases(audio, analysis, library, scorer=None, *, fit_prior: bool = True,
@@ -155,22 +319,51 @@ def make_plan(*, song: dict, intervals_s: Sequence[tuple[float, float]],
                     else ids.index(pid)
             except (KeyError, ValueError) as err:
                 raise M2DError(f"locked phrase {pid!r} is not in the dance library") from err
-        dec = decode(probs, transition, method=dopt.method, no_repeat=dopt.no_repeat,
-                     allowed=allowed, locks=locks, top_k=dopt.top_k, seed=dopt.seed,
-                     variety=dopt.variety)
+        trans = np.asarray(transition, dtype=np.float64)
+        warps: dict[tuple[int, int], Any] = {}
+
+        def warp_of(i: int, k: int):
+            if (i, k) not in warps:
+                meta = phrases_meta[k]
+                warps[i, k] = fit_warp(
+                    np.asarray(meta.beats_s, dtype=np.float64), float(meta.duration_s),
+                    np.asarray(phrase_beats_s[i], dtype=np.float64),
+                    rate_range=options.placement.rate_range,
+                    dance_tempo_bpm=getattr(meta, "tempo_bpm", None),
+                    accent=options.placement.accent)
+            return warps[i, k]
+
+        prior = None
+        if options.seam_prior and hasattr(library, "motion") and len(intervals_s) > 1:
+            prior = SeamPrior(library, intervals_s, phrase_beats_s,
+                              options.placement.rate_range)
+        for _ in range(SEAM_PASSES if prior is not None else 1):
+            p_dec = np.asarray(probs, dtype=np.float64)
+            if prior is not None and dopt.method == "greedy":
+                p_dec = p_dec * seam_lookahead(p_dec, trans, prior, allowed, locks)
+            dec = decode(p_dec, trans, method=dopt.method, no_repeat=dopt.no_repeat,
+                         allowed=allowed, locks=locks, top_k=dopt.top_k, seed=dopt.seed,
+                         variety=dopt.variety, recent=dopt.recent,
+                         recent_penalty=dopt.recent_penalty, step_factor=prior)
+            # the estimated cuts of the chosen phrases -> where their fitted warps cut them
+            if prior is None or not prior.refine(
+                    [(i, int(k), warp_of(i, int(k))) for i, k in enumerate(dec.sequence)]):
+                break
+        if prior is not None:   # candidates: Eq. 6 (M_t with the seam prior) on the scorer's
+            top_i, top_s, top_p = rank(probs, trans, dec.sequence, allowed=allowed,  # probs
+                                       top_k=dopt.top_k, step_factor=prior)
+            dec = dataclasses.replace(dec, top_index=top_i, top_score=top_s, top_prob=top_p)
     fps = float(options.fps)
     xf = crossfade_frames(fps, options.placement.crossfade_s)
-    frames = phrase_frames(intervals_s, fps=fps, frame_start=options.frame_start, xf_frames=xf)
+    frames = phrase_frames(seam_intervals(intervals_s, phrase_beats_s, xf / fps)
+                           if options.seams_after_beat else intervals_s, fps=fps,
+                           frame_start=options.frame_start, xf_frames=xf)
     placed = []
     with timer("warp"):
         for i, ((s, e), (a, b)) in enumerate(zip(intervals_s, frames)):
             k = int(dec.sequence[i])
-            meta = phrases_meta[k]
             mb = np.asarray(phrase_beats_s[i], dtype=np.float64)
-            warp = fit_warp(np.asarray(meta.beats_s, dtype=np.float64), float(meta.duration_s),
-                            mb, rate_range=options.placement.rate_range,
-                            dance_tempo_bpm=getattr(meta, "tempo_bpm", None),
-                            accent=options.placement.accent)
+            warp = warp_of(i, k)
             cands = tuple(Candidate(ids[j], float(sc), float(pr)) for j, sc, pr in
                           zip(dec.top_index[i], dec.top_score[i], dec.top_prob[i]))
             placed.append(PlacedPhrase(
@@ -185,6 +378,7 @@ def make_plan(*, song: dict, intervals_s: Sequence[tuple[float, float]],
                                       locks)
     decoding = {**dopt.to_json(), "locks": {str(k): v for k, v in (options.locks or {}).items()},
                 "fit_prior": bool(options.fit_prior and scorer_info.get("kind") == "model"),
+                "seam_prior": bool(options.seam_prior),
                 "log_score": round(dec.log_score, 4)}
     placement = options.placement.to_json()
     if sync_info is not None:
@@ -203,6 +397,35 @@ def _sync(placed: list[PlacedPhrase], library, phrase_beats_s, beats_s, fps: flo
     """Detector-in-the-loop refinement of the warps (see :mod:`.beatsync`)."""
     return sync_phrase_warps(placed, library, phrase_beats_s, beats_s, xf_s=xf / fps,
                              options=options)
+
+
+_RIG_VIEWS: dict[tuple, np.ndarray] = {}
+_RIG_VIEWS_MAX = 4000
+
+
+def rig_view(library, pid: str, motion, rig, leg: float) -> np.ndarray:
+    """Joint positions [shape=(F, J, 3)] the armature described by ``rig`` (a
+    :class:`~.retargeting.TargetRig`) shows for library phrase ``pid`` scaled to the rig's leg
+    length (:func:`~.retargeting.solve_target`, no length slack, as the NLA keys it; unmapped
+    joints 0). Depends only on the library phrase and the rig, so it is cached (per library
+    hash, phrase and rig rest pose) across choreographies."""
+    from .retargeting import solve_target
+
+    digest = hash((rig.joints, np.asarray(rig.rest_heads).tobytes(),
+                   np.asarray(rig.rest_rots).tobytes(), np.asarray(rig.tail_dirs).tobytes()))
+    pos = np.asarray(motion.positions)
+    key = (str(getattr(library, "path", "")), str(getattr(library, "hash", "")), pid, digest,
+           pos.shape, pos[[0, pos.shape[0] // 2, -1]].tobytes(), float(leg))
+    out = _RIG_VIEWS.get(key)
+    if out is None:
+        s = float(rig.leg_length()) / max(leg, 1e-6)
+        out = solve_target(rig, np.asarray(motion.positions, np.float64) * s,
+                           np.asarray(motion.rotations, np.float64))[1]
+        out.flags.writeable = False
+        if len(_RIG_VIEWS) >= _RIG_VIEWS_MAX:
+            _RIG_VIEWS.clear()
+        _RIG_VIEWS[key] = out
+    return out
 
 
 def sync_phrase_warps(placed: Sequence[PlacedPhrase], library, phrase_beats_s, beats_s, *,
@@ -226,7 +449,12 @@ def sync_phrase_warps(placed: Sequence[PlacedPhrase], library, phrase_beats_s, b
     metas = {pid: library.phrases[library.index_of(pid)] for pid in ids}
     scaled = {pid: np.asarray(m.positions, np.float64) * (ref_leg / max(legs[pid], 1e-6))
               for pid, m in motions.items()}
-    if options.target_bone_lengths is not None:
+    if options.target_rig is not None:
+        rig = options.target_rig
+        rig_leg = float(rig.leg_length())
+        for pid, m in motions.items():
+            scaled[pid] = rig_view(library, pid, m, rig, legs[pid]) * (ref_leg / rig_leg)
+    elif options.target_bone_lengths is not None:
         from .beatsync import reproportion
         from .skeleton import JOINT_INDEX
 
@@ -237,6 +465,7 @@ def sync_phrase_warps(placed: Sequence[PlacedPhrase], library, phrase_beats_s, b
             lengths = lengths * (ref_leg / rig_leg)
             scaled = {pid: reproportion(p, lengths) for pid, p in scaled.items()}
     items, warps = [], []
+    f0, fps = float(options.frame_start), float(options.fps)
     for i, ph in enumerate(placed):
         meta = metas[ph.phrase_id]
         items.append(SyncPhrase(
@@ -244,11 +473,13 @@ def sync_phrase_warps(placed: Sequence[PlacedPhrase], library, phrase_beats_s, b
             music_beats_s=np.asarray(phrase_beats_s[i], np.float64),
             positions=scaled[ph.phrase_id], fps=float(motions[ph.phrase_id].fps),
             duration_s=float(meta.duration_s), library_beats_s=np.asarray(meta.beats_s),
-            tempo_bpm=getattr(meta, "tempo_bpm", None), locked_warp=i in kept))
+            tempo_bpm=getattr(meta, "tempo_bpm", None), locked_warp=i in kept,
+            strip_s=((ph.frame_start - f0) / fps, (ph.frame_end - f0) / fps)))
         warps.append(Warp.from_summary(ph.warp, float(meta.duration_s)))
     res = sync_warps(items, warps, np.asarray(beats_s, np.float64), xf_s=xf_s,
                      rate_range=options.placement.rate_range, sweeps=options.sync_sweeps,
-                     accent=options.placement.accent)
+                     accent=options.placement.accent,
+                     max_seam_rise_m=SEAM_RISE_MAX * ref_leg if options.seam_prior else None)
     out = [ph if i in kept else dataclasses.replace(ph, warp=w.summary())
            for i, (ph, w) in enumerate(zip(placed, res.warps))]
     info = {"sweeps": res.sweeps, "canonical_before": res.metrics_before,

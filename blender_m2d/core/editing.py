@@ -137,10 +137,12 @@ def placement_options(plan: Plan) -> PlacementOptions:
 
 def redecode(plan: Plan, library, probs: np.ndarray, transition: np.ndarray, *,
              locks: Mapping[int, str], decode_options: DecodeOptions,
-             target_bone_lengths: Sequence[float] | None = None) -> Plan:
+             target_bone_lengths: Sequence[float] | None = None,
+             target_rig: Any = None) -> Plan:
     """Decode the song again keeping the ``locks`` (``{phrase index: phrase id}``) and lay it
     out on the same frames. Metrics, timings and the armature entry are left empty: placing
-    the plan fills them.
+    the plan fills them. ``target_bone_lengths`` / ``target_rig``: the armature's body for the
+    beat sync (:class:`.choreography.ChoreographyOptions`).
 
     A locked phrase keeps exactly its previous placement (dance phrase, frames and beat warp):
     the new warps of the other phrases are fitted (and beat-synced) as usual, then the locked
@@ -152,9 +154,8 @@ def redecode(plan: Plan, library, probs: np.ndarray, transition: np.ndarray, *,
                        "choreograph again")
     intervals = [(p.music_start_s, p.music_end_s) for p in plan.phrases]
     pbeats = [phrase_beats(plan.beats_s, s, e) for s, e in intervals]
-    kw: dict[str, Any] = {}
-    if target_bone_lengths is not None and "target_bone_lengths" in {
-            f.name for f in dataclasses.fields(ChoreographyOptions)}:
+    kw: dict[str, Any] = {"target_rig": target_rig}
+    if target_bone_lengths is not None:
         kw["target_bone_lengths"] = tuple(float(x) for x in target_bone_lengths)
     options = ChoreographyOptions(
         decode=decode_options, placement=placement_options(plan), fps=plan.fps,
@@ -205,8 +206,8 @@ def phrase_readouts(plan: Plan) -> list[dict[str, float]]:
     0.1 s of a music beat, -1 before the plan was measured), ``n_dance``/``n_music`` beats,
     ``seam_jump_cm`` (root jump of the crossfade into this phrase, 0 for the first)."""
     beats = plan.metrics.get("beats", {}) if plan.metrics else {}
-    dance = np.asarray(beats.get("dance_beats_s", []), dtype=np.float64)
-    music = np.asarray(plan.beats_s, dtype=np.float64)
+    dance = np.sort(np.asarray(beats.get("dance_beats_s", []), dtype=np.float64))
+    music = np.sort(np.asarray(plan.beats_s, dtype=np.float64))
     measured = bool(plan.metrics) and "dance_beats_s" in beats
     seams = {}
     for s in (plan.metrics.get("seams", {}) or {}).get("per_seam", []) if plan.metrics else []:
@@ -214,9 +215,10 @@ def phrase_readouts(plan: Plan) -> list[dict[str, float]]:
     out = []
     for p in plan.phrases:
         lo, hi = p.music_start_s, p.music_end_s
-        if measured:
-            bm = beat_metrics(dance[(dance >= lo) & (dance < hi)],
-                              music[(music >= lo) & (music < hi)], tol_s=HIT_TOLERANCE_S)
+        if measured:          # the beats in [lo, hi) of the sorted arrays
+            d0, d1 = np.searchsorted(dance, [lo, hi], side="left")
+            m0, m1 = np.searchsorted(music, [lo, hi], side="left")
+            bm = beat_metrics(dance[d0:d1], music[m0:m1], tol_s=HIT_TOLERANCE_S)
             hit = bm.hit_rate
             nd, nm = bm.n_dance, bm.n_music
         else:

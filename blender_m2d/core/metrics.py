@@ -78,11 +78,13 @@ def count_hits(dance_s: np.ndarray, music_s: np.ndarray, *, tol_s: float = HIT_T
     A two-pointer scan over both sorted lists; for points on a line with a symmetric window it
     finds a maximum matching (a greedy matching of the earliest compatible pair is never worse).
     """
-    d = np.sort(np.asarray(dance_s, dtype=np.float64))
-    m = np.sort(np.asarray(music_s, dtype=np.float64))
+    d = np.sort(np.asarray(dance_s, dtype=np.float64).ravel()).tolist()
+    m = np.sort(np.asarray(music_s, dtype=np.float64).ravel()).tolist()
+    tol = tol_s + 1e-9
+    nd, nm = len(d), len(m)
     i = j = hits = 0
-    while i < d.size and j < m.size:
-        if abs(d[i] - m[j]) <= tol_s + 1e-9:
+    while i < nd and j < nm:
+        if abs(d[i] - m[j]) <= tol:
             hits += 1
             i += 1
             j += 1
@@ -167,10 +169,17 @@ def seam_root_metrics(root: np.ndarray, *, frame0: int, seam: Seam, fps: float,
     lo = seam.frame_start - frame0
     hi = seam.frame_end - frame0
     n_ctx = max(1, round(context_s * fps))
-    step = np.linalg.norm(np.diff(root, axis=0), axis=1)       # step[f-1]: frame f-1 -> f
-    inside = step[max(lo, 0):max(hi, 0)]
-    before = step[max(lo - n_ctx, 0):max(lo, 0)]
-    after = step[min(hi, step.size):min(hi + n_ctx, step.size)]
+    n_step = max(len(root) - 1, 0)
+    s0 = min(max(lo - n_ctx, 0), n_step)       # only the steps used below
+    s1 = max(min(hi + n_ctx, n_step), s0)
+    part = np.linalg.norm(np.diff(root[s0:s1 + 1], axis=0), axis=1)   # step[f-1]: f-1 -> f
+
+    def step(a: int, b: int) -> np.ndarray:
+        return part[max(a, s0) - s0:max(min(b, s1), s0) - s0]
+
+    inside = step(max(lo, 0), max(hi, 0))
+    before = step(max(lo - n_ctx, 0), max(lo, 0))
+    after = step(min(hi, n_step), min(hi + n_ctx, n_step))
     allowance = max(float(np.max(before, initial=0.0)), float(np.max(after, initial=0.0)))
     jump = max(float(np.max(inside, initial=0.0)) - allowance, 0.0)
     out = {"index": seam.index, "root_jump_cm": round(100 * jump, 4)}
@@ -201,17 +210,26 @@ def foot_skate(feet: np.ndarray, fps: float, zones: Iterable[tuple[int, int]], *
     step counts when the foot is in contact at both of its ends; the result is the mean
     horizontal speed over those steps (``mean_cm_s``), their count and the largest speed.
     """
+    return foot_skates(feet, fps, [zones], contact_m=contact_m, floor=floor)[0]
+
+
+def foot_skates(feet: np.ndarray, fps: float, zone_sets: Sequence[Iterable[tuple[int, int]]],
+                *, contact_m: float = CONTACT_M, floor: np.ndarray | None = None) -> list[dict]:
+    """:func:`foot_skate` of the same feet over several sets of zones (contact and speeds
+    computed once)."""
     feet = np.asarray(feet, dtype=np.float64)
     contact = contact_mask(feet, contact_m=contact_m, floor=floor)
     speed = np.linalg.norm(np.diff(feet[:, :, :2], axis=0), axis=2) * fps * 100.0   # (F-1, n)
     both = contact[1:] & contact[:-1]
-    sel = np.zeros_like(both)
-    for lo, hi in zones:
-        lo, hi = max(int(lo), 1), min(int(hi), feet.shape[0] - 1)
-        if hi >= lo:
-            sel[lo - 1:hi] = True
-    used = both & sel
-    vals = speed[used]
-    return {"mean_cm_s": round(float(vals.mean()), 4) if vals.size else 0.0,
-            "max_cm_s": round(float(vals.max()), 4) if vals.size else 0.0,
-            "contact_steps": int(vals.size)}
+    out = []
+    for zones in zone_sets:
+        sel = np.zeros_like(both)
+        for lo, hi in zones:
+            lo, hi = max(int(lo), 1), min(int(hi), feet.shape[0] - 1)
+            if hi >= lo:
+                sel[lo - 1:hi] = True
+        vals = speed[both & sel]
+        out.append({"mean_cm_s": round(float(vals.mean()), 4) if vals.size else 0.0,
+                    "max_cm_s": round(float(vals.max()), 4) if vals.size else 0.0,
+                    "contact_steps": int(vals.size)})
+    return out

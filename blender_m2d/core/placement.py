@@ -94,8 +94,9 @@ def qmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = np.asarray(b, dtype=np.float64)
     aw, ax, ay, az = a[..., 0], a[..., 1], a[..., 2], a[..., 3]
     bw, bx, by, bz = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
-    out = np.empty(np.broadcast_shapes(a.shape, b.shape))
-    out[..., 0] = aw * bw - ax * bx - ay * by - az * bz
+    w = aw * bw - ax * bx - ay * by - az * bz
+    out = np.empty((*w.shape, 4))
+    out[..., 0] = w
     out[..., 1] = aw * bx + ax * bw + ay * bz - az * by
     out[..., 2] = aw * by - ax * bz + ay * bw + az * bx
     out[..., 3] = aw * bz + ax * by - ay * bx + az * bw
@@ -123,8 +124,9 @@ def qrot(q: np.ndarray, v: np.ndarray) -> np.ndarray:
     tx = 2.0 * (y * vz - z * vy)
     ty = 2.0 * (z * vx - x * vz)
     tz = 2.0 * (x * vy - y * vx)
-    out = np.empty(np.broadcast_shapes((*q.shape[:-1], 3), v.shape))
-    out[..., 0] = vx + w * tx + (y * tz - z * ty)
+    x0 = vx + w * tx + (y * tz - z * ty)
+    out = np.empty((*x0.shape, 3))
+    out[..., 0] = x0
     out[..., 1] = vy + w * ty + (z * tx - x * tz)
     out[..., 2] = vz + w * tz + (x * ty - y * tx)
     return out
@@ -416,7 +418,9 @@ def fit_warp(dance_beats_s: np.ndarray, dance_duration_s: float, music_beats_s: 
                 nrow, nback = val[j + dj], back[j + dj]
                 for dk in range(1, min(max_dance_step, n_d - 1 - k) + 1):
                     r = (bet[k + dk] - bet[k]) / span
-                    if r < lo or r > hi:
+                    if r > hi:                    # bet is sorted: r only grows with dk
+                        break
+                    if r < lo:
                         continue
                     v = v0 + 1.0 - 0.7 * (dk - 1) - 0.15 * (dj - 1) - 2.0 * dj * (
                         log(r) - lg) ** 2
@@ -426,7 +430,7 @@ def fit_warp(dance_beats_s: np.ndarray, dance_duration_s: float, music_beats_s: 
     best, best_state, best_tail = neg, (0, 0), None
     for j in range(n_m):
         for k in range(n_d):
-            if val[j][k] <= neg / 2:
+            if val[j][k] <= max(best, neg / 2):   # the tail costs >= 0: cannot win
                 continue
             tail, cost = _tail(mus[j], bet[k], mus[-1], D, bet, g, lo, hi)
             v = val[j][k] - cost
@@ -683,28 +687,50 @@ def _contact_floor(placed: Sequence[PlacedMotion]) -> np.ndarray:
     return np.percentile(heights, 5, axis=0)
 
 
+_LEG_JOINTS = np.array(LEGS, dtype=np.int64)
+"""[shape=(2, 4)] hip, knee, ankle and toe joint of the left and the right leg."""
+_LEG_PARENTS = np.asarray(CANON_PARENTS, dtype=np.int64)[_LEG_JOINTS]
+
+
+def _leg_offsets(pm: PlacedMotion) -> np.ndarray:
+    """:func:`bone_offsets` of the leg joints of ``pm`` [shape=(2, 4, 3)]."""
+    js, ps = _LEG_JOINTS.ravel(), _LEG_PARENTS.ravel()
+    rot, pos = pm.rotations, pm.positions
+    return qrot(qconj(rot[:, ps]), pos[:, js] - pos[:, ps]).mean(axis=0).reshape(2, 4, 3)
+
+
 def _blend_window(a: PlacedMotion, b: PlacedMotion, f0: int, f1: int):
     """Predicted NLA blend of ``a`` (outgoing) and ``b`` over scene frames f0..f1 (crossfade):
-    root position lerp and local-rotation nlerp. Returns root pos, local rotations, weights."""
+    root position lerp and local-rotation nlerp of the hips and the legs. Returns the root
+    position [shape=(n, 3)], the hips rotation [shape=(n, 4)], the local rotations of hip,
+    knee and ankle of both legs [shape=(n, 2, 3, 4)] and the weights."""
     frames = np.arange(f0, f1 + 1)
     w = (frames - f0) / max(f1 - f0, 1)
     ia, ib = frames - a.frame_start, frames - b.frame_start
-    la = local_rotations(a.rotations[ia])
-    lb = local_rotations(b.rotations[ib])
+    js, ps = _LEG_JOINTS[:, :3].ravel(), _LEG_PARENTS[:, :3].ravel()
+
+    def local(pm, idx):                  # local_rotations of the hips and those joints
+        r = pm.rotations[idx]
+        return np.concatenate([r[:, :1], qmul(qconj(r[:, ps]), r[:, js])], axis=1)
+
+    la, lb = local(a, ia), local(b, ib)
     root = (1 - w)[:, None] * a.positions[ia, 0] + w[:, None] * b.positions[ib, 0]
     loc = nlerp(la, lb, np.repeat(w[:, None], la.shape[1], axis=1))
-    return root, loc, w
+    return root, loc[:, 0], loc[:, 1:].reshape(-1, 2, 3, 4), w
 
 
-def _leg_fk(root, hips_rot, loc, off, leg):
-    """World positions/rotations of a leg chain (hip, knee, ankle) from the root."""
-    j0, j1, j2, _ = leg
-    r0 = qmul(hips_rot, loc[:, j0])
-    p0 = root + qrot(hips_rot, np.broadcast_to(off[j0], root.shape))
-    r1 = qmul(r0, loc[:, j1])
-    p1 = p0 + qrot(r0, np.broadcast_to(off[j1], root.shape))
-    r2 = qmul(r1, loc[:, j2])
-    p2 = p1 + qrot(r1, np.broadcast_to(off[j2], root.shape))
+def _leg_fk(root, hips_rot, loc, off):
+    """World positions/rotations of both legs' chains (hip, knee, ankle) from the root:
+    ``root`` [shape=(n, 3)], ``hips_rot`` [shape=(n, 4)], leg local rotations ``loc``
+    [shape=(n, 2, 3, 4)], leg offsets ``off`` [shape=(2, 4, 3)]; each [shape=(n, 2, ...)]."""
+    n = root.shape[0]
+    hips = hips_rot[:, None]
+    r0 = qmul(hips, loc[:, :, 0])
+    p0 = root[:, None] + qrot(hips, np.broadcast_to(off[:, 0], (n, 2, 3)))
+    r1 = qmul(r0, loc[:, :, 1])
+    p1 = p0 + qrot(r0, np.broadcast_to(off[:, 1], (n, 2, 3)))
+    r2 = qmul(r1, loc[:, :, 2])
+    p2 = p1 + qrot(r1, np.broadcast_to(off[:, 2], (n, 2, 3)))
     return (p0, p1, p2), (r0, r1, r2)
 
 
@@ -734,25 +760,27 @@ def two_bone_ik(hip: np.ndarray, knee: np.ndarray, ankle: np.ndarray, target: np
     return qnormalize(rt), qnormalize(rs)
 
 
-def _set_leg(pm: PlacedMotion, idx: np.ndarray, leg, loc_new: dict[int, np.ndarray],
-             off: np.ndarray) -> None:
-    """Write leg local rotations ``loc_new`` {joint: (n, 4)} into ``pm`` at frame indices ``idx``
-    (rotations relative to the phrase's own hips), re-doing FK of the leg's positions."""
+def _set_legs(pm: PlacedMotion, idx: np.ndarray, side: np.ndarray, loc_new: Sequence[np.ndarray],
+              off: np.ndarray) -> None:
+    """Write leg local rotations ``loc_new`` (hip, knee, ankle; each [shape=(K, 4)], relative
+    to the phrase's own hips) of leg ``side[k]`` at frame index ``idx[k]`` into ``pm``, re-doing
+    FK of the leg's positions with the leg offsets ``off`` [shape=(2, 4, 3)]."""
+    js = _LEG_JOINTS[side]                                     # (K, 4)
+    o = off[side]                                              # (K, 4, 3)
     hips = pm.rotations[idx, 0]
     root = pm.positions[idx, 0]
-    j0, j1, j2, j3 = leg
-    toe_local = qmul(qconj(pm.rotations[idx, j2]), pm.rotations[idx, j3])
-    r0 = qmul(hips, loc_new[j0])
-    r1 = qmul(r0, loc_new[j1])
-    r2 = qmul(r1, loc_new[j2])
+    toe_local = qmul(qconj(pm.rotations[idx, js[:, 2]]), pm.rotations[idx, js[:, 3]])
+    r0 = qmul(hips, loc_new[0])
+    r1 = qmul(r0, loc_new[1])
+    r2 = qmul(r1, loc_new[2])
     r3 = qmul(r2, toe_local)
-    p0 = root + qrot(hips, np.broadcast_to(off[j0], root.shape))
-    p1 = p0 + qrot(r0, np.broadcast_to(off[j1], root.shape))
-    p2 = p1 + qrot(r1, np.broadcast_to(off[j2], root.shape))
-    p3 = p2 + qrot(r2, np.broadcast_to(off[j3], root.shape))
-    for j, r, p in ((j0, r0, p0), (j1, r1, p1), (j2, r2, p2), (j3, r3, p3)):
-        pm.rotations[idx, j] = r
-        pm.positions[idx, j] = p
+    p0 = root + qrot(hips, o[:, 0])
+    p1 = p0 + qrot(r0, o[:, 1])
+    p2 = p1 + qrot(r1, o[:, 2])
+    p3 = p2 + qrot(r2, o[:, 3])
+    for k, r, p in ((0, r0, p0), (1, r1, p1), (2, r2, p2), (3, r3, p3)):
+        pm.rotations[idx, js[:, k]] = r
+        pm.positions[idx, js[:, k]] = p
 
 
 def distribute_slide(ref_xy: np.ndarray, weights: np.ndarray, desired: np.ndarray) -> np.ndarray:
@@ -784,84 +812,88 @@ def lock_feet(placed: list[PlacedMotion], *, fps: float,
     foot's speed in m/s): the slide of a plain crossfade ends up in the fast parts of the swing,
     and evenly spread over the zone when the foot never lifts. Legs are re-solved with
     :func:`two_bone_ik`.
+
+    Both legs are handled at once (arrays with a leg axis); every frame and leg is computed
+    exactly as it would be alone.
     """
     floor = _contact_floor(placed)
     frames = [(pm.frame_start, pm.frame_end) for pm in placed]
     zones = seam_zones(frames, fps=fps, release_s=options.release_s)
+    legs = _LEG_JOINTS
     info = []
     for i, (z0, f0, f1, z1) in enumerate(zones, start=1):
         a, b = placed[i - 1], placed[i]
         if f1 <= f0:
             continue
-        root_w, loc_w, w = _blend_window(a, b, f0, f1)
-        off_a = bone_offsets(a.positions, a.rotations)
-        off_b = bone_offsets(b.positions, b.rotations)
+        root_w, hips_w, loc_w, w = _blend_window(a, b, f0, f1)
+        off_a = _leg_offsets(a)
+        off_b = _leg_offsets(b)
         ia_pre = np.arange(z0, f0) - a.frame_start
         ia = np.arange(f0, f1 + 1) - a.frame_start
         ib = np.arange(f0, f1 + 1) - b.frame_start
         ib_post = np.arange(f1 + 1, z1 + 1) - b.frame_start
         n_pre, n_w = ia_pre.size, ia.size
         seam_info = {"index": i, "corrected_frames": 0, "max_offset_cm": 0.0}
-        va_all = _speed(a.positions[:, [leg[2] for leg in LEGS], :2], fps)
-        vb_all = _speed(b.positions[:, [leg[2] for leg in LEGS], :2], fps)
-        for side, leg in enumerate(LEGS):
-            j0, j1, j2, _ = leg
-            (p0w, p1w, p2w), (r0w, r1w, r2w) = _leg_fk(root_w, loc_w[:, 0], loc_w, off_a, leg)
-            pa, ra = a.positions[ia_pre], a.rotations[ia_pre]
-            pb, rb = b.positions[ib_post], b.rotations[ib_post]
-            ref = np.concatenate([pa[:, j2], p2w, pb[:, j2]], axis=0)
-            hip = np.concatenate([pa[:, j0], p0w, pb[:, j0]], axis=0)
-            knee = np.concatenate([pa[:, j1], p1w, pb[:, j1]], axis=0)
-            r_th = np.concatenate([ra[:, j0], r0w, rb[:, j0]], axis=0)
-            r_sh = np.concatenate([ra[:, j1], r1w, rb[:, j1]], axis=0)
-            r_ft = np.concatenate([ra[:, j2], r2w, rb[:, j2]], axis=0)
-            # each source's own ankle speed says what is a planted foot
-            sp = np.concatenate([va_all[ia_pre, side],
-                                 (1 - w) * va_all[ia, side] + w * vb_all[ib, side],
-                                 vb_all[ib_post, side]])
-            low = ref[:, 2] < floor[side] + options.contact_m
+        va_all = _speed(a.positions[:, legs[:, 2], :2], fps)
+        vb_all = _speed(b.positions[:, legs[:, 2], :2], fps)
+        (p0w, p1w, p2w), (r0w, r1w, r2w) = _leg_fk(root_w, hips_w, loc_w, off_a)
+        pa, ra = a.positions[ia_pre], a.rotations[ia_pre]
+        pb, rb = b.positions[ib_post], b.rotations[ib_post]
+        # [shape=(m, 2, ...)]: frames of the zone x legs
+        ref = np.concatenate([pa[:, legs[:, 2]], p2w, pb[:, legs[:, 2]]], axis=0)
+        hip = np.concatenate([pa[:, legs[:, 0]], p0w, pb[:, legs[:, 0]]], axis=0)
+        knee = np.concatenate([pa[:, legs[:, 1]], p1w, pb[:, legs[:, 1]]], axis=0)
+        r_th = np.concatenate([ra[:, legs[:, 0]], r0w, rb[:, legs[:, 0]]], axis=0)
+        r_sh = np.concatenate([ra[:, legs[:, 1]], r1w, rb[:, legs[:, 1]]], axis=0)
+        r_ft = np.concatenate([ra[:, legs[:, 2]], r2w, rb[:, legs[:, 2]]], axis=0)
+        # each source's own ankle speed says what is a planted foot
+        sp_all = np.concatenate([va_all[ia_pre], (1 - w)[:, None] * va_all[ia]
+                                 + w[:, None] * vb_all[ib], vb_all[ib_post]])
+        target = ref.copy()
+        moved = np.zeros(ref.shape[:2], dtype=bool)
+        for side in range(2):
+            rs_ = np.ascontiguousarray(ref[:, side])
+            sp = np.ascontiguousarray(sp_all[:, side])
+            low = rs_[:, 2] < floor[side] + options.contact_m
             planted = low & (sp < options.contact_speed_m_s)
             step_planted = planted[1:] & planted[:-1]
             step_low = (low[1:] | low[:-1]) & ~step_planted
-            desired = np.diff(ref[:, :2], axis=0)
+            desired = np.diff(rs_[:, :2], axis=0)
             # a free step takes correction in proportion to how fast the foot moves there, so
             # the slide hides in the swing and the foot's stops (dance beats) stay where they are
             step_speed = np.linalg.norm(desired, axis=1) * fps
             free = 1.0 / (step_speed + 0.05)
             weights = np.where(step_planted, 100.0, np.where(step_low, 10.0 * free, free))
             desired[step_planted] = 0.0
-            target = ref.copy()
-            target[:, :2] = distribute_slide(ref[:, :2], weights, desired)
-            d = np.linalg.norm(target[:, :2] - ref[:, :2], axis=1)
+            xy = distribute_slide(rs_[:, :2], weights, desired)
+            d = np.linalg.norm(xy - rs_[:, :2], axis=1)
             changed = d > 1e-5
             if not changed.any():
                 continue
             seam_info["max_offset_cm"] = max(seam_info["max_offset_cm"],
                                              round(float(d.max()) * 100, 3))
             seam_info["corrected_frames"] += int(changed.sum())
-            rt, rs = two_bone_ik(hip, knee, ref, target, r_th, r_sh)
-            parts = (("pre", slice(0, n_pre)), ("win", slice(n_pre, n_pre + n_w)),
-                     ("post", slice(n_pre + n_w, None)))
-            for name, sl in parts:
-                c = changed[sl]
-                if not c.any():
-                    continue
-                rt_c, rs_c, rf_c = rt[sl][c], rs[sl][c], r_ft[sl][c]
-                if name == "win":
-                    hips = loc_w[:, 0][c]
-                elif name == "pre":
-                    hips = a.rotations[ia_pre[c], 0]
-                else:
-                    hips = b.rotations[ib_post[c], 0]
-                sel = {j0: qmul(qconj(hips), rt_c), j1: qmul(qconj(rt_c), rs_c),
-                       j2: qmul(qconj(rs_c), rf_c)}
-                if name == "pre":
-                    _set_leg(a, ia_pre[c], leg, sel, off_a)
-                elif name == "win":
-                    _set_leg(a, ia[c], leg, sel, off_a)
-                    _set_leg(b, ib[c], leg, sel, off_b)
-                else:
-                    _set_leg(b, ib_post[c], leg, sel, off_b)
+            target[:, side, :2] = xy
+            moved[:, side] = changed
+        if not moved.any():
+            a.rotations = make_continuous(a.rotations)
+            b.rotations = make_continuous(b.rotations, a.rotations[f0 - a.frame_start])
+            info.append(seam_info)
+            continue
+        rt, rs = two_bone_ik(hip[moved], knee[moved], ref[moved], target[moved], r_th[moved],
+                             r_sh[moved])
+        hips = np.concatenate([a.rotations[ia_pre, 0], hips_w, b.rotations[ib_post, 0]])
+        hips = np.broadcast_to(hips[:, None], (*moved.shape, 4))[moved]
+        sel = (qmul(qconj(hips), rt), qmul(qconj(rt), rs), qmul(qconj(rs), r_ft[moved]))
+        k, side = np.nonzero(moved)                   # zone frame and leg of every row
+        in_a = k < n_pre + n_w                        # before the zone's end of the crossfade
+        in_b = k >= n_pre
+        if in_a.any():
+            _set_legs(a, np.concatenate([ia_pre, ia])[k[in_a]], side[in_a],
+                      [s[in_a] for s in sel], off_a)
+        if in_b.any():
+            _set_legs(b, np.concatenate([ib, ib_post])[k[in_b] - n_pre], side[in_b],
+                      [s[in_b] for s in sel], off_b)
         a.rotations = make_continuous(a.rotations)
         b.rotations = make_continuous(b.rotations, a.rotations[f0 - a.frame_start])
         info.append(seam_info)

@@ -89,3 +89,38 @@ def test_foot_skate_counts_only_planted_steps_inside_zones():
     assert out["mean_cm_s"] == pytest.approx(speed, abs=1e-3)
     none = M.foot_skate(feet, 30.0, [], floor=np.zeros(2))
     assert none["contact_steps"] == 0 and none["mean_cm_s"] == 0.0
+
+
+def _root_jump_reference(root, lo, hi, n_ctx):
+    """The seam root jump from the steps of the whole path (what seam_root_metrics defines)."""
+    step = np.linalg.norm(np.diff(root, axis=0), axis=1)
+    inside = step[max(lo, 0):max(hi, 0)]
+    before = step[max(lo - n_ctx, 0):max(lo, 0)]
+    after = step[min(hi, step.size):min(hi + n_ctx, step.size)]
+    allowance = max(float(np.max(before, initial=0.0)), float(np.max(after, initial=0.0)))
+    return round(100 * max(float(np.max(inside, initial=0.0)) - allowance, 0.0), 4)
+
+
+def test_root_jump_reads_only_the_steps_around_the_seam_with_the_same_result():
+    rng = np.random.default_rng(3)
+    for _ in range(500):
+        n = int(rng.integers(1, 60))
+        root = np.cumsum(rng.normal(size=(n, 3)), axis=0)
+        f0 = int(rng.integers(-5, 70))
+        f1 = f0 + int(rng.integers(-3, 20))
+        frame0 = int(rng.integers(-3, 5))
+        fps = float(rng.choice([4.0, 10.0, 30.0]))
+        got = M.seam_root_metrics(root, frame0=frame0, seam=M.Seam(1, f0, f1), fps=fps)
+        n_ctx = max(1, round(0.5 * fps))
+        assert got["root_jump_cm"] == _root_jump_reference(root, f0 - frame0, f1 - frame0,
+                                                           n_ctx)
+
+
+def test_foot_skates_of_several_zone_sets_equal_one_at_a_time():
+    rng = np.random.default_rng(4)
+    feet = np.cumsum(rng.normal(scale=0.01, size=(300, 2, 3)), axis=0)
+    feet[..., 2] = np.abs(feet[..., 2])
+    sets = [[(10, 40), (100, 130)], [(0, 299)], [], [(250, 400)]]
+    many = M.foot_skates(feet, 30.0, sets)
+    assert many == [M.foot_skate(feet, 30.0, z) for z in sets]
+    assert many[1]["contact_steps"] > many[0]["contact_steps"] > 0
