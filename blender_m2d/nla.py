@@ -1940,15 +1940,20 @@ def _cascade_signs(st_of, fmaps: dict, start: int, n_ph: int) -> None:
                 keep.append((bone, prop))
         if not flips:
             break
-        act = st_of[i].action
-        for (bone, prop), _lo, new in flips:
-            _put_keys(act, fb, bone, prop, b0, new, 0, lay_b)
-        act[REV_PROP] = _next_rev()
-        _patch_layer(act, lay_b, flips)
-        _tag(act)
+        _write_flips(st_of[i].action, fb, b0, lay_b, flips)
         todo = keep
         lay_a = layer_of(i)
         i += 1
+
+
+def _write_flips(act, fmap, frame0: int, layer, flips) -> None:
+    """Write the sign-flipped rotation curves ``flips`` (``((bone, prop), lo, keys)``) of one
+    phrase's action, whose first key sits at scene frame ``frame0``."""
+    for (bone, prop), _lo, new in flips:
+        _put_keys(act, fmap, bone, prop, frame0, new, 0, layer)
+    act[REV_PROP] = _next_rev()
+    _patch_layer(act, layer, flips)
+    _tag(act)
 
 
 def _cascade_signs_back(st_of, fmaps: dict, end: int, keys: Sequence[tuple[str, str]]) -> None:
@@ -1986,12 +1991,7 @@ def _cascade_signs_back(st_of, fmaps: dict, end: int, keys: Sequence[tuple[str, 
                 keep.append((bone, prop))
         if not flips:
             break
-        act = st_of[i].action
-        for (bone, prop), _lo, new in flips:
-            _put_keys(act, fa, bone, prop, a0, new, 0, lay_a)
-        act[REV_PROP] = _next_rev()
-        _patch_layer(act, lay_a, flips)
-        _tag(act)
+        _write_flips(st_of[i].action, fa, a0, lay_a, flips)
         todo = keep
         lay_b = layer_of(i)
         i -= 1
