@@ -231,17 +231,24 @@ def seam_lookahead(probs: np.ndarray, transition: np.ndarray, prior: SeamPrior,
     n, k = p.shape
     out = np.ones((n, k))
     allow = np.ones(k, dtype=bool) if allowed is None else np.asarray(allowed, dtype=bool)
-    rows = np.arange(k)
+    block = max(1, LOOKAHEAD_BLOCK_ELEMENTS // max(k, 1))   # rows per (block, K) temporary
     for t in range(n - 1):
         nxt = p[t + 1] * allow
         if t + 1 in locks:
             nxt = np.zeros(k)
             nxt[locks[t + 1]] = 1.0
-        q = transition * nxt[None, :]
-        best = q.max(axis=1)
-        out[t] = np.where(best > 0, (q * prior(t + 1, rows)).max(axis=1)
-                          / np.maximum(best, 1e-300), 1.0)
+        for r0 in range(0, k, block):
+            rows = np.arange(r0, min(r0 + block, k))
+            q = transition[rows] * nxt[None, :]
+            best = q.max(axis=1)
+            q *= prior(t + 1, rows)
+            out[t, rows] = np.where(best > 0, q.max(axis=1) / np.maximum(best, 1e-300), 1.0)
     return out
+
+
+LOOKAHEAD_BLOCK_ELEMENTS = 1 << 22
+"""Elements of each temporary of :func:`seam_lookahead` (32 MB of float64): a K = 10,000
+library is processed in blocks of 419 rows instead of three K x K (800 MB) arrays at once."""
 
 
 def seam_intervals(intervals_s: Sequence[tuple[float, float]],
@@ -496,7 +503,7 @@ def choreograph(song: str | os.PathLike | Any, library, *, scorer=None,
 
     ``cancel`` (a :class:`threading.Event`) is checked between stages; ``analysis`` (a
     ``SongAnalysis`` of this song) skips the analysis stage."""
-    from .analysis import MAX_SONG_S, analyze_song
+    from .analysis import MAX_SONG_S, analyze_song, beat_warning
     from .audio import load_audio
 
     timer = timer or Timer()
@@ -517,6 +524,10 @@ def choreograph(song: str | os.PathLike | Any, library, *, scorer=None,
     if len(analysis.phrases) == 0:
         raise M2DError("no music phrases found (is the song silent or too short?)",
                        path=getattr(audio, "path", None))
+    confidence = getattr(analysis, "beat_confidence", None)
+    warning = beat_warning(getattr(audio, "path", None) or str(song), confidence)
+    if warning:  # a warning, not an error: the dance is made on the estimated grid
+        log.warning("%s", warning)
     report(0.6, "scoring dance phrases")
     probs, transition, info = score_phrases(audio, analysis, library, scorer,
                                             fit_prior=options.fit_prior, timer=timer)
@@ -527,6 +538,8 @@ def choreograph(song: str | os.PathLike | Any, library, *, scorer=None,
                  "duration_s": round(float(analysis.duration_s), 6),
                  "tempo_bpm": round(float(getattr(analysis, "tempo_bpm", 0.0) or 0.0), 3),
                  "n_beats": int(np.asarray(analysis.beats_s).size)}
+    if confidence is not None:
+        song_info["beat_confidence"] = round(float(confidence), 3)
     plan = make_plan(song=song_info, intervals_s=intervals, phrase_beats_s=pbeats,
                      beats_s=np.asarray(analysis.beats_s), library=library, probs=probs,
                      transition=transition, scorer_info=info, options=options, timer=timer)
