@@ -290,6 +290,7 @@ def store_plan(context, plan, *, probs=None, edited: set[int] | None = None,
     s.song_beat_hit = song["beat_hit"]
     s.song_beat_coverage = song["beat_coverage"]
     s.song_max_seam_cm = song["max_seam_jump_cm"]
+    s.song_beat_confidence = song["beat_confidence"]
     s.evaluation = str((plan.metrics or {}).get("evaluation", ""))
     s.active_phrase = min(max(s.active_phrase, 0), max(len(s.phrases) - 1, 0))
 
@@ -1062,6 +1063,7 @@ class M2D_OT_remove_dance(bpy.types.Operator):
         s.probs_data = ""
         s.phrases.clear()
         s.song_beat_hit = s.song_beat_coverage = s.song_max_seam_cm = -1.0
+        s.song_beat_confidence = -1.0
         _set_info(context, "Dance removed")
         return {"FINISHED"}
 

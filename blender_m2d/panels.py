@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bpy
 
+from .core.analysis import beat_warning
 from .core.errors import M2DError
 from .operators import (
     _fmt_time,
@@ -125,6 +126,27 @@ def draw_run(layout, context) -> None:
     elif st.info:
         for i, line in enumerate(_wrap(st.info, 52)):
             layout.label(text=line, icon="INFO" if i == 0 else "BLANK1")
+    draw_beat_warning(layout, context)
+
+
+def draw_beat_warning(layout, context) -> None:
+    """A warning row when the choreographed song has no clear beat (a low beat confidence):
+    the dance then follows an estimated beat grid. Nothing for a clear or unknown beat."""
+    s = settings(context)
+    if not s.plan_json or s.song_beat_confidence < 0:
+        return
+    if not beat_warning("", s.song_beat_confidence):
+        return
+    try:
+        plan = plan_of(s)
+    except M2DError:
+        plan = None
+    song = (plan.song.get("path") if plan is not None else None) or s.song_path
+    warning = beat_warning(song, s.song_beat_confidence)
+    box = layout.box()
+    box.alert = True
+    for i, line in enumerate(_wrap(warning[0].upper() + warning[1:], 48)):
+        box.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -205,6 +227,10 @@ def draw_quality_export(layout, context) -> None:
         tempo = plan.song.get("tempo_bpm", 0) or 0
         col.label(text=f"{len(plan.phrases)} phrases, {plan.song.get('duration_s', 0):.0f} s, "
                        f"{tempo:.0f} bpm, {plan.fps:g} fps", icon="BLANK1")
+    if s.song_beat_confidence >= 0:
+        col.label(text=f"Beat confidence {s.song_beat_confidence:.2f}",
+                  icon="ERROR" if beat_warning(s.song_path, s.song_beat_confidence)
+                  else "BLANK1")
     row = layout.row(align=True)
     row.operator("m2d.play_song", icon="PLAY")
     row = layout.row(align=True)

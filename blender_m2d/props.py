@@ -122,6 +122,10 @@ class M2D_Settings(bpy.types.PropertyGroup):
     song_beat_hit: FloatProperty(name="Beat Hit", default=-1.0, precision=2)
     song_beat_coverage: FloatProperty(name="Beat Coverage", default=-1.0, precision=2)
     song_max_seam_cm: FloatProperty(name="Worst Seam", default=-1.0, precision=1)
+    song_beat_confidence: FloatProperty(
+        name="Beat Confidence", default=-1.0, precision=2,
+        description="How clearly the song has a beat, 0..1 (-1: unknown); below 0.2 the dance "
+                    "follows an estimated beat grid")
     evaluation: StringProperty(name="Evaluation", options={"HIDDEN"})
     # ---- panel state
     show_setup: BoolProperty(name="Setup", default=True)

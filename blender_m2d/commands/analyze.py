@@ -32,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
 
 def format_report(result, *, table: bool = True) -> str:
     """Human-readable summary and phrase table of a SongAnalysis."""
+    from ..core.analysis import LOW_BEAT_CONFIDENCE
+
     total = result.timings_s.get("total", 0.0)
     speed = f"{result.duration_s / total:.0f}x real time" if total > 0 else ""
     lines = [
@@ -42,6 +44,13 @@ def format_report(result, *, table: bool = True) -> str:
         f"{len(result.long_tones_s)} long tones",
         f"  analysed in {total:.2f} s ({speed}; melody: {result.melody_method})",
     ]
+    conf = getattr(result, "beat_confidence", None)
+    if conf is not None:
+        line = f"  beat confidence {conf:.2f}"
+        if conf < LOW_BEAT_CONFIDENCE:
+            line += (f" (below {LOW_BEAT_CONFIDENCE:.2f}: no clear beat found; the beats and "
+                     "phrases follow an estimated grid)")
+        lines.insert(2, line)
     if table:
         lines.append("")
         lines.append(f"  {'#':>3}  {'start s':>8}  {'end s':>8}  {'len s':>6}  {'beats':>5}  "

@@ -317,9 +317,11 @@ def summary_lines(result: Result) -> list[str]:
     seams = m.get("seams", {})
     feet = m.get("feet", {}).get("seam_zones", {})
     dur = plan.song.get("duration_s", 0.0)
+    confidence = plan.song.get("beat_confidence")
+    beat = "" if confidence is None else f" (beat confidence {confidence:.2f})"
     lines = [
-        f"{Path(plan.song['path']).name}: {dur:.1f} s, {plan.song.get('tempo_bpm', 0):.0f} bpm,"
-        f" {len(plan.phrases)} phrases, scorer {plan.scorer['kind']}, decoder "
+        f"{Path(plan.song['path']).name}: {dur:.1f} s, {plan.song.get('tempo_bpm', 0):.0f} bpm"
+        f"{beat}, {len(plan.phrases)} phrases, scorer {plan.scorer['kind']}, decoder "
         f"{plan.decoding['method']}",
         f"beats: hit rate {b.get('beat_hit_rate', 0):.1%}, overlap "
         f"{b.get('beat_overlap', 0):.3f}, coverage {b.get('beat_coverage', 0):.1%}, music hit "
@@ -348,6 +350,16 @@ def run(args: argparse.Namespace) -> int:
                           plan_path=args.plan, preview_path=args.preview)
     for line in summary_lines(result):
         print(line)
-    for w in result.applied.warnings:
+    for w in warnings_of(result):
         print(f"warning: {w}")
     return 0
+
+
+def warnings_of(result: Result) -> list[str]:
+    """What the run should warn about at the end: a song without a clear beat (also logged
+    when it was analysed), then the placement's warnings."""
+    from ..core.analysis import beat_warning
+
+    song = result.plan.song
+    beat = beat_warning(song.get("path"), song.get("beat_confidence"))
+    return ([beat] if beat else []) + list(result.applied.warnings)

@@ -12,7 +12,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .choreograph import Outputs, add_common_arguments, run_pipeline, summary_lines
+from .choreograph import (
+    Outputs,
+    add_common_arguments,
+    run_pipeline,
+    summary_lines,
+    warnings_of,
+)
 
 NAME = "demo"
 HELP = "choreograph a bundled song onto a test character (.blend, .fbx, .glb, preview, plan)"
@@ -58,6 +64,6 @@ def run(args: argparse.Namespace) -> int:
                                       "PLAN.json")]
     for line in summary_lines(result):
         print(line)
-    for w in result.applied.warnings:
+    for w in warnings_of(result):
         print(f"warning: {w}")
     return 0

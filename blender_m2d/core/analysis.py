@@ -16,7 +16,8 @@ Pipeline (:func:`analyze_song`), all at 22,050 Hz / hop 512 (23.2 ms frames):
    clicks (see :func:`track_beats`); then one beat phase for the whole song -- the tracked
    beats or the off-beats half a beat later -- chosen by kick/bass onsets and chord changes
    (see :func:`beat_phase`); tempo from the median 8-beat span; onsets with librosa's
-   ``onset_detect`` (ported) on the default envelope;
+   ``onset_detect`` (ported) on the default envelope; a beat confidence (0..1) from the
+   pulse clarity of the envelope at the beat grid (see :func:`beat_confidence`);
 4. downbeats: 4/4 assumed; the bar phase (0..3) whose beats carry the most low-band (< 150 Hz)
    onset energy plus spectral change is chosen (a heuristic; see :func:`find_downbeats`);
 5. main melody with CREPE tiny (:mod:`blender_m2d.core.melody`, on a second thread while
@@ -150,6 +151,10 @@ class SongAnalysis:
     mel_power : np.ndarray [shape=(T, 128), dtype=float32] or None
         The song's mel power spectrogram (frames at HOP_LENGTH / SAMPLE_RATE s); kept in
         memory for :mod:`blender_m2d.core.features`, never written to JSON.
+    beat_confidence : float or None
+        How clearly the music has the tracked beat, 0..1 (:func:`beat_confidence`); below
+        :data:`LOW_BEAT_CONFIDENCE` the beat grid is an estimate. None when unknown (an
+        analysis file written before the measure existed).
     """
 
     path: str
@@ -167,6 +172,12 @@ class SongAnalysis:
     onsets_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
     melody_method: str = "crepe-tiny-int8"
     mel_power: np.ndarray | None = field(default=None, repr=False)
+    beat_confidence: float | None = None
+
+    @property
+    def low_beat_confidence(self) -> bool:
+        """True when the beat confidence is known and below :data:`LOW_BEAT_CONFIDENCE`."""
+        return self.beat_confidence is not None and self.beat_confidence < LOW_BEAT_CONFIDENCE
 
     def phrase_beats(self, i: int) -> np.ndarray:
         """Beat times (s) of phrase ``i``, including the beats at its start and end."""
@@ -187,6 +198,8 @@ class SongAnalysis:
             "path": self.path,
             "duration_s": round(float(self.duration_s), 6),
             "tempo_bpm": round(float(self.tempo_bpm), 3),
+            **({} if self.beat_confidence is None
+               else {"beat_confidence": round(float(self.beat_confidence), 3)}),
             "beats_s": r4(self.beats_s),
             "downbeats_s": r4(self.downbeats_s),
             "sections": [{"start_s": round(s.start_s, 6), "end_s": round(s.end_s, 6),
@@ -235,6 +248,7 @@ class SongAnalysis:
                 timings_s={str(k): float(v) for k, v in doc.get("timings_s", {}).items()},
                 onsets_s=np.asarray(doc.get("onsets_s", []), dtype=np.float64),
                 melody_method=str(mel.get("method", "unknown")),
+                beat_confidence=_confidence_from_json(doc.get("beat_confidence")),
             )
         except M2DError:
             raise
@@ -250,6 +264,16 @@ class SongAnalysis:
     def load(cls, path: str | os.PathLike) -> SongAnalysis:
         """Read a file written by :meth:`save` (checks format and version)."""
         return cls.from_json(read_json(path, kind=FORMAT, max_version=FORMAT_VERSION), path=path)
+
+
+def _confidence_from_json(value) -> float | None:
+    """``beat_confidence`` of a document: None when absent (older files), else a number in
+    [0, 1] (ValueError otherwise, reported as a malformed analysis)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"beat_confidence must be a number in [0, 1], got {value!r}")
+    return float(value)
 
 
 def _round_list(a, digits: int = 6) -> list:
@@ -285,7 +309,9 @@ def analyze_song(path_or_audio: str | os.PathLike | Audio, *, progress: Progress
     ------
     M2DError
         Unreadable file, silence, too long, or too short / no steady beat (fewer than
-        ``MIN_BEATS`` beat intervals).
+        ``MIN_BEATS`` beat intervals). Audio with enough beats but no clear pulse (noise,
+        speech, a drone) is analysed anyway: the tracker's grid is then an estimate, and the
+        result's ``beat_confidence`` is below :data:`LOW_BEAT_CONFIDENCE`.
     """
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
@@ -312,13 +338,14 @@ def analyze_song(path_or_audio: str | os.PathLike | Audio, *, progress: Progress
         mel_power, chroma = mel_and_chroma(audio.y)
 
         stage.begin("beats", 0.22, "tracking beats")
-        beats_s, onset_env = song_beats(mel_power, chroma)
+        beats_s, onset_env, beat_env = song_beats_and_envelope(mel_power, chroma)
         if beats_s.size < MIN_BEATS + 1:
             raise M2DError(
                 f"found only {beats_s.size} beats in {audio.duration_s:.1f} s of audio; a "
                 f"phrase needs {MIN_BEATS} beats. Is the clip too short or without a steady "
                 "beat?", path=audio.path)
         tempo_bpm = tempo_from_beats(beats_s)
+        confidence = beat_confidence(beat_env, beats_s, onset_env)
         onsets_s = detect_onsets(onset_env)
         downbeats_s = find_downbeats(beats_s, mel_power, onset_env)
 
@@ -346,7 +373,8 @@ def analyze_song(path_or_audio: str | os.PathLike | Audio, *, progress: Progress
         path=audio.path, duration_s=audio.duration_s, tempo_bpm=tempo_bpm, beats_s=beats_s,
         downbeats_s=downbeats_s, sections=sections, phrases=phrases, rests_s=rests_s,
         long_tones_s=long_tones_s, melody_times_s=mel.times_s, melody_hz=mel.f0_hz,
-        timings_s=timings, onsets_s=onsets_s, melody_method=mel.method, mel_power=mel_power)
+        timings_s=timings, onsets_s=onsets_s, melody_method=mel.method, mel_power=mel_power,
+        beat_confidence=round(confidence, 3))
 
 
 PARALLEL_MELODY = True
@@ -532,10 +560,19 @@ def song_beats(mel_power: np.ndarray, chroma: np.ndarray) -> tuple[np.ndarray, n
     :func:`track_beats`), then picks one beat phase for the whole song
     (:func:`align_beat_phase`). ``mel_power`` and ``chroma`` come from :func:`mel_and_chroma`.
     """
+    beats_s, onset_env, _ = song_beats_and_envelope(mel_power, chroma)
+    return beats_s, onset_env
+
+
+def song_beats_and_envelope(mel_power: np.ndarray, chroma: np.ndarray
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`song_beats` plus the envelope the beats were tracked on (:func:`beat_envelope`),
+    which :func:`beat_confidence` needs: ``(beats_s, onset_env, beat_env)``."""
     onset_env = onset_strength(mel_power)
     low_env = low_band_onset_strength(mel_power)
-    beats_s = track_beats(beat_envelope(mel_power, onset_env, low_env=low_env))
-    return align_beat_phase(beats_s, low_env, chroma), onset_env
+    beat_env = beat_envelope(mel_power, onset_env, low_env=low_env)
+    beats_s = track_beats(beat_env)
+    return align_beat_phase(beats_s, low_env, chroma), onset_env, beat_env
 
 
 def track_beats(envelope: np.ndarray) -> np.ndarray:
@@ -565,6 +602,117 @@ def tempo_from_beats(beats_s: np.ndarray, *, span_beats: int = 8) -> float:
         return 0.0
     period = float(np.median(beats_s[span:] - beats_s[:-span])) / span
     return 60.0 / period
+
+
+LOW_BEAT_CONFIDENCE = 0.2
+"""Songs whose :func:`beat_confidence` is below this have no clear beat: the dance then follows
+an estimated grid, and ``m2d choreograph``, ``m2d demo`` and the Dance panel warn (measured in
+docs/analysis.md: every song in the data 0.28-1; noise, hums, a held chord 0; speech-like
+synthetic syllables 0-0.16)."""
+CONFIDENCE_WINDOW_S = 6.0
+"""Window of the local pulse clarity in :func:`beat_confidence`, seconds (hop a quarter)."""
+CONFIDENCE_BEATS = (1, 2, 3, 4)
+"""Lags, in beats, at which :func:`beat_confidence` looks for the envelope repeating."""
+CLARITY_FLOOR = 0.15
+"""Pulse clarity an envelope without any periodicity reaches by chance (the largest of 12
+autocorrelation values per window; measured on noise: 0.08-0.14); mapped to confidence 0."""
+CLARITY_CLEAR = 0.65
+"""Pulse clarity of a song with a steady, clear beat (the rock songs here: 0.48-0.76); mapped
+to confidence 1."""
+ONSET_FLOOR_DB = 0.1
+"""Onset-envelope standard deviation (dB per frame, mean over the mel bands) at and below which
+a signal has no onsets at all (steady tones: 0.01-0.06); :func:`beat_confidence` is 0 there."""
+ONSET_CLEAR_DB = 0.4
+"""Onset-envelope standard deviation from which onsets count fully (music: 0.9-2.3; stationary
+noise 0.15-0.19)."""
+
+
+def beat_confidence(beat_env: np.ndarray, beats_s: np.ndarray, onset_env: np.ndarray) -> float:
+    """How clearly the song has the beat that was tracked: 0 (no more than noise) .. 1 (a
+    steady, clear beat).
+
+    The product of two measures, both from what the beat step already has:
+
+    * *pulse clarity at the beat grid*: in windows of ``CONFIDENCE_WINDOW_S`` (hop a quarter of
+      that), the normalised autocorrelation of the tracking envelope ``beat_env``
+      (:func:`beat_envelope`, mean removed per window) at 1, 2, 3 and 4 local beat periods
+      (the window's mean inter-beat interval, +-1 frame; lags up to half the window), the
+      largest of these: does the envelope repeat after a beat, a half bar or a bar? Its
+      median over the windows (so a rubato passage does not outweigh a song's steady parts)
+      is mapped linearly from ``CLARITY_FLOOR`` (0) to ``CLARITY_CLEAR`` (1).
+    * *onset presence*: the onset envelope's standard deviation (dB) mapped linearly from
+      ``ONSET_FLOOR_DB`` (0) to ``ONSET_CLEAR_DB`` (1). A steady tone (a hum, a held chord)
+      has no onsets, but its tiny numerical envelope can be perfectly periodic (a 50 Hz hum
+      beats against the 43 Hz frame rate), so the clarity alone would call it a beat.
+
+    Costs under a millisecond for a 3-minute song (one batched FFT over the windows). Below
+    :data:`LOW_BEAT_CONFIDENCE` the beat grid is an estimate the music does not support.
+
+    Parameters
+    ----------
+    beat_env : np.ndarray [shape=(T,)]
+        The envelope the beats were tracked on (frames at HOP_LENGTH / SAMPLE_RATE s).
+    beats_s : np.ndarray
+        Beat times (s) as returned by :func:`song_beats` (latency already subtracted).
+    onset_env : np.ndarray [shape=(T,)]
+        :func:`onset_strength` of the song.
+    """
+    import scipy.fft
+
+    env = np.asarray(beat_env, dtype=np.float64)
+    beats_s = np.asarray(beats_s, dtype=np.float64)
+    n = env.size
+    sd = float(np.std(onset_env)) if np.size(onset_env) else 0.0
+    presence = min(max((sd - ONSET_FLOOR_DB) / (ONSET_CLEAR_DB - ONSET_FLOOR_DB), 0.0), 1.0)
+    if presence == 0.0 or beats_s.size < 3 or n < 8:
+        return 0.0
+    fps = SAMPLE_RATE / HOP_LENGTH
+    w = min(n, round(CONFIDENCE_WINDOW_S * fps))
+    hop = max(1, w // 4)
+    starts = np.arange(0, n - w + 1, hop)
+    x = np.lib.stride_tricks.sliding_window_view(env, w)[starts]
+    x = x - x.mean(axis=1, keepdims=True)
+    spec = scipy.fft.rfft(x, n=scipy.fft.next_fast_len(2 * w, real=True), axis=1)
+    ac = scipy.fft.irfft(spec.real ** 2 + spec.imag ** 2, axis=1)[:, :w // 2 + 1]
+    ac /= (w - np.arange(ac.shape[1]))[None, :]          # unbiased per lag
+    c0 = ac[:, 0].copy()
+    # the window's beats (frames) and their mean interval
+    bf = (beats_s + ONSET_LATENCY_S) * fps
+    lo = np.searchsorted(bf, starts, side="left")
+    hi = np.searchsorted(bf, starts + w, side="left") - 1
+    count = hi - lo
+    ok = (count >= 2) & (c0 > 1e-12 * max(float(np.max(c0)), 1e-300))
+    if not np.any(ok):
+        return 0.0
+    period = (bf[np.clip(hi, 0, bf.size - 1)] - bf[np.clip(lo, 0, bf.size - 1)]) \
+        / np.maximum(count, 1)
+    lags = np.round(np.asarray(CONFIDENCE_BEATS, dtype=np.float64)[None, :, None]
+                    * period[:, None, None]).astype(np.int64) + np.arange(-1, 2)[None, None, :]
+    lags = lags.reshape(lags.shape[0], -1)
+    valid = (lags >= 1) & (lags <= w // 2)
+    r = np.take_along_axis(ac, np.clip(lags, 0, ac.shape[1] - 1), axis=1) \
+        / np.where(c0 > 0, c0, 1.0)[:, None]
+    r = np.where(valid, r, -np.inf).max(axis=1)
+    ok &= np.isfinite(r)
+    if not np.any(ok):
+        return 0.0
+    return pulse_confidence(float(np.median(r[ok]))) * presence
+
+
+def beat_warning(song: str | os.PathLike | None, confidence: float | None) -> str:
+    """The warning for a song without a clear beat ("" when its beat is clear or unknown):
+    ``no clear beat found in SONG (confidence 0.12): the dance follows an estimated grid``."""
+    if confidence is None or not confidence < LOW_BEAT_CONFIDENCE:
+        return ""
+    name = Path(os.fspath(song)).name if song else "the song"
+    return (f"no clear beat found in {name or song} (confidence {confidence:.2f}): the dance "
+            "follows an estimated grid")
+
+
+def pulse_confidence(clarity: float) -> float:
+    """Pulse clarity mapped linearly from ``CLARITY_FLOOR`` (0) to ``CLARITY_CLEAR`` (1)."""
+    x = (clarity - CLARITY_FLOOR) / (CLARITY_CLEAR - CLARITY_FLOOR)
+    return min(max(x, 0.0), 1.0)
 
 
 PHASE_WINDOW_BEATS = 8

@@ -229,14 +229,17 @@ def phrase_readouts(plan: Plan) -> list[dict[str, float]]:
 
 
 def song_readouts(plan: Plan) -> dict[str, float]:
-    """Song-level ``beat_hit`` (dance beats on music beats), ``beat_coverage`` and
-    ``max_seam_jump_cm``; -1 for what was not measured."""
+    """Song-level ``beat_hit`` (dance beats on music beats), ``beat_coverage``,
+    ``max_seam_jump_cm`` and the analysis' ``beat_confidence``; -1 for what was not measured
+    (plans made before the beat confidence existed have none)."""
     m = plan.metrics or {}
     song = (m.get("beats", {}) or {}).get("song", {}) or {}
     seams = m.get("seams", {}) or {}
+    confidence = (plan.song or {}).get("beat_confidence")
     return {"beat_hit": float(song.get("beat_hit_rate", -1.0)),
             "beat_coverage": float(song.get("beat_coverage", -1.0)),
-            "max_seam_jump_cm": float(seams.get("max_root_jump_cm", -1.0))}
+            "max_seam_jump_cm": float(seams.get("max_root_jump_cm", -1.0)),
+            "beat_confidence": -1.0 if confidence is None else float(confidence)}
 
 
 __all__ = ["candidate_label", "changed_phrases", "decode_array", "encode_array",

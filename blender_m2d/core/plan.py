@@ -71,7 +71,8 @@ class Plan:
     """A choreographed song (see ``docs/formats.md``, section "Plan")."""
 
     song: dict[str, Any]
-    """``path``, ``duration_s``, ``tempo_bpm``, ``n_beats``."""
+    """``path``, ``duration_s``, ``tempo_bpm``, ``n_beats`` and, in plans made since it
+    existed, ``beat_confidence`` (0..1, see :func:`.analysis.beat_confidence`)."""
     library: dict[str, Any]
     """``path``, ``hash``, ``n_phrases``."""
     scorer: dict[str, Any]

@@ -25,6 +25,7 @@ from blender_m2d import nla, rigs  # noqa: E402
 from blender_m2d.core import baseline  # noqa: E402
 from blender_m2d.core import metrics as M  # noqa: E402
 from blender_m2d.core import placement as P  # noqa: E402
+from blender_m2d.core.analysis import LOW_BEAT_CONFIDENCE  # noqa: E402
 from blender_m2d.core.choreography import ChoreographyOptions, make_plan  # noqa: E402
 from blender_m2d.core.errors import M2DError  # noqa: E402
 from blender_m2d.core.library import load_library  # noqa: E402
@@ -422,10 +423,38 @@ def test_choreograph_command_writes_blend_fbx_and_plan(tmp_path, library):
     assert plan.scorer["kind"] == "baseline" and plan.metrics["beats"]["song"]["n_music"] > 10
     assert {"analysis", "apply", "save_blend", "export_fbx"} <= set(plan.timings_s)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["PLAN.json", "out.blend", "out.fbx"]
+    assert plan.song["beat_confidence"] >= LOW_BEAT_CONFIDENCE   # a real song: no beat warning
     bpy.ops.wm.open_mainfile(filepath=str(out))
     ob = bpy.data.objects["Dancer"]
     assert [t.name for t in ob.animation_data.nla_tracks] == [nla.TRACK_LOWER, nla.TRACK_UPPER]
     assert "m2d PLAN.json" in bpy.data.texts
+
+
+def test_choreograph_warns_when_the_song_has_no_clear_beat(tmp_path, library, capsys, caplog):
+    """White noise still gets a dance (the tracker's estimated grid), with a WARNING logged
+    while it runs, a "warning:" line after the summary, and the confidence in PLAN.json."""
+    import logging
+
+    import soundfile as sf
+
+    from blender_m2d.core.plan import Plan
+
+    noise = tmp_path / "static.wav"
+    sf.write(noise, 0.1 * np.random.default_rng(1).normal(size=12 * 22050), 22050)
+    with caplog.at_level(logging.WARNING):
+        rc = _cli("choreograph", str(noise), "--library", str(LIBRARY), "--baseline",
+                  "--out", str(tmp_path / "out.blend"), "--plan", str(tmp_path / "PLAN.json"),
+                  "--rig", "mixamo")
+    assert rc == 0
+    plan = Plan.load(tmp_path / "PLAN.json")
+    low = plan.song["beat_confidence"]
+    assert low < LOW_BEAT_CONFIDENCE and len(plan.phrases) >= 2
+    message = (f"no clear beat found in static.wav (confidence {low:.2f}): the dance follows an "
+               "estimated grid")
+    assert [(r.levelname, r.getMessage()) for r in caplog.records
+            if "clear beat" in r.getMessage()] == [("WARNING", message)]
+    out = capsys.readouterr().out
+    assert f"(beat confidence {low:.2f})" in out and f"warning: {message}" in out
 
 
 def _library_copy(tmp_path: Path) -> Path:

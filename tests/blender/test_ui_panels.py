@@ -224,3 +224,48 @@ def _walk(rec):
             yield from _walk(obj)
         else:
             yield kind, obj, args, kw
+
+
+def test_a_song_without_a_clear_beat_is_danced_with_a_warning_row(danced, tmp_path):
+    """The fixture song's clear beat draws no warning; a noise "song" is still choreographed
+    (a warning, not an error), its low beat confidence reaches Scene.m2d from the plan, and the
+    main panel draws the warning in a red box; the quality panel shows the number. Runs last:
+    it replaces the module's danced scene."""
+    import numpy as np
+    import soundfile as sf
+
+    from blender_m2d import operators, rigs
+    from blender_m2d.core.analysis import LOW_BEAT_CONFIDENCE
+
+    p = _panels()
+    s = danced.m2d
+    clear = operators.plan_of(s).song["beat_confidence"]
+    assert s.song_beat_confidence == pytest.approx(clear) and clear >= LOW_BEAT_CONFIDENCE
+    main = MOCK.draw_panel(p.M2D_PT_view3d_main, bpy.context)
+    assert not any("clear beat" in t for t in main.texts())
+    quality = MOCK.draw_panel(p.M2D_PT_view3d_quality, bpy.context)
+    assert f"Beat confidence {clear:.2f}" in quality.texts()
+
+    noise = tmp_path / "room_noise.wav"
+    sf.write(noise, 0.1 * np.random.default_rng(1).normal(size=12 * 22050), 22050)
+    scene = U.fresh_scene()
+    scene.m2d.armature = rigs.build_test_armature("mixamo", name="Dancer", with_mesh=False)
+    scene.m2d.song_path = str(noise)
+    assert bpy.ops.m2d.choreograph() == {"FINISHED"}
+    s = scene.m2d
+    plan = operators.plan_of(s)
+    assert len(plan.phrases) >= 2 and not bpy.context.window_manager.m2d_job.error
+    low = plan.song["beat_confidence"]
+    assert low < LOW_BEAT_CONFIDENCE and s.song_beat_confidence == pytest.approx(low)
+    main = MOCK.draw_panel(p.M2D_PT_view3d_main, bpy.context)
+    warning = (f"No clear beat found in room_noise.wav (confidence {low:.2f}): the dance "
+               "follows an estimated grid")
+    assert warning in " ".join(main.texts())
+    assert ("layout.box", "set:alert", (True,), {}) in main.log
+    assert main.texts() == MOCK.draw_panel(p.M2D_PT_nla_main, bpy.context).texts()
+    quality = MOCK.draw_panel(p.M2D_PT_view3d_quality, bpy.context)
+    assert f"Beat confidence {low:.2f}" in quality.texts()
+    # a plan stored before the measure existed (no confidence) draws no warning
+    s.song_beat_confidence = -1.0
+    main = MOCK.draw_panel(p.M2D_PT_view3d_main, bpy.context)
+    assert not any("clear beat" in t for t in main.texts())

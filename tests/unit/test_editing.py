@@ -97,7 +97,9 @@ def test_readouts_split_measured_beats_by_phrase(setup):
     assert ro[0]["n_dance"] == 3 and ro[0]["beat_hit"] == pytest.approx(2 / 3)
     assert ro[1]["n_dance"] == 2 and ro[1]["seam_jump_cm"] == 2.0
     assert editing.song_readouts(m) == {"beat_hit": 0.5, "beat_coverage": 0.8,
-                                        "max_seam_jump_cm": 2.0}
+                                        "max_seam_jump_cm": 2.0, "beat_confidence": -1.0}
+    m = dataclasses.replace(m, song={**m.song, "beat_confidence": 0.42})
+    assert editing.song_readouts(m)["beat_confidence"] == 0.42
 
 
 def test_locked_phrase_keeps_its_timing_when_neighbours_change(setup):
