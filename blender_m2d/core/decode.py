@@ -258,6 +258,16 @@ class _Recency:
             np.add.at(out, h, self.weight)
         return out
 
+    def path_penalty(self, hist: np.ndarray) -> np.ndarray:
+        """[shape=(len(hist), K)] penalty of each next phrase after each path history
+        ``hist`` [shape=(paths, n)] (-1: before the song): the weight times its uses there."""
+        uses = np.zeros((hist.shape[0], self.k), dtype=np.int64)
+        rows = np.arange(hist.shape[0])
+        for col in hist.T:
+            ok = col >= 0
+            np.add.at(uses, (rows[ok], col[ok]), 1)
+        return self.weight * uses
+
 
 def _greedy(logp, logm, allow, locks, no_repeat, recency: _Recency) -> np.ndarray:
     n_phr = logp.shape[0]
@@ -277,46 +287,11 @@ def _greedy(logp, logm, allow, locks, no_repeat, recency: _Recency) -> np.ndarra
 
 
 def _viterbi(logp, logm, allow, locks, no_repeat, recency: _Recency) -> np.ndarray:
-    if recency.on:
-        return _viterbi_recent(logp, logm, allow, locks, no_repeat, recency)
+    """Viterbi over the whole song. With the recency penalty on, it is charged along the best
+    path into each state (module docstring): ``hist[i]`` holds the last ``recency.n`` phrases
+    of that path, oldest first, -1 where the song has not started yet."""
     n_phr, k = logp.shape
     neg = -1e30
-    emit = np.where(allow, logp, neg)
-    for t, j in locks.items():
-        row = np.full(k, neg)
-        row[j] = logp[t, j]
-        emit[t] = row
-    delta = emit[0].copy()
-    back = np.zeros((n_phr, k), dtype=np.int64)
-    for t in range(1, n_phr):
-        log_t = logm.log_full(t)
-        trans = log_t.copy()
-        if no_repeat and k > 1:
-            np.fill_diagonal(trans, neg)
-        cand = delta[:, None] + trans              # (prev, cur)
-        best_prev = np.argmax(cand, axis=0)        # first maximum = lowest index on ties
-        best = cand[best_prev, np.arange(k)]
-        if no_repeat and (best + emit[t] <= neg / 2).all():
-            # only repeats are feasible here (e.g. two equal locks): allow them for this step
-            cand = delta[:, None] + log_t
-            best_prev = np.argmax(cand, axis=0)
-            best = cand[best_prev, np.arange(k)]
-        back[t] = best_prev
-        delta = best + emit[t]
-    seq = np.zeros(n_phr, dtype=np.int64)
-    seq[-1] = _argmax(delta)
-    for t in range(n_phr - 1, 0, -1):
-        seq[t - 1] = back[t, seq[t]]
-    return seq
-
-
-def _viterbi_recent(logp, logm, allow, locks, no_repeat, recency: _Recency) -> np.ndarray:
-    """Viterbi with the recency penalty charged along the best path into each state (module
-    docstring); ``hist[i]`` holds the last ``recency.n`` phrases of that path, oldest first,
-    -1 where the song has not started yet."""
-    n_phr, k = logp.shape
-    neg = -1e30
-    n = recency.n
     emit = np.where(allow, logp, neg)
     for t, j in locks.items():
         row = np.full(k, neg)
@@ -324,27 +299,31 @@ def _viterbi_recent(logp, logm, allow, locks, no_repeat, recency: _Recency) -> n
         emit[t] = row
     states = np.arange(k)
     delta = emit[0].copy()
-    hist = np.full((k, n), -1, dtype=np.int64)
-    hist[:, -1] = states
+    hist = None
+    if recency.on:
+        hist = np.full((k, recency.n), -1, dtype=np.int64)
+        hist[:, -1] = states
     back = np.zeros((n_phr, k), dtype=np.int64)
     for t in range(1, n_phr):
-        # pen[i, j]: recency penalty of phrase j after the best path ending in i
-        pen = recency.weight * (hist[:, :, None] == states[None, None, :]).sum(axis=1)
-        base = delta[:, None] - pen
+        base = delta[:, None]
+        if hist is not None:      # recency penalty of phrase j after the best path ending in i
+            base = base - recency.path_penalty(hist)
         log_t = logm.log_full(t)
         trans = log_t.copy()
         if no_repeat and k > 1:
             np.fill_diagonal(trans, neg)
-        cand = base + trans                         # (prev, cur)
-        best_prev = np.argmax(cand, axis=0)         # first maximum = lowest index on ties
+        cand = base + trans                        # (prev, cur)
+        best_prev = np.argmax(cand, axis=0)        # first maximum = lowest index on ties
         best = cand[best_prev, states]
         if no_repeat and (best + emit[t] <= neg / 2).all():
-            cand = base + log_t                     # only repeats are feasible: allow them
+            # only repeats are feasible here (e.g. two equal locks): allow them for this step
+            cand = base + log_t
             best_prev = np.argmax(cand, axis=0)
             best = cand[best_prev, states]
         back[t] = best_prev
         delta = best + emit[t]
-        hist = np.concatenate([hist[best_prev, 1:], states[:, None]], axis=1)
+        if hist is not None:
+            hist = np.concatenate([hist[best_prev, 1:], states[:, None]], axis=1)
     seq = np.zeros(n_phr, dtype=np.int64)
     seq[-1] = _argmax(delta)
     for t in range(n_phr - 1, 0, -1):
