@@ -259,19 +259,9 @@ class _Song:
         a[1:-1] = np.linalg.norm((s[2:] - 2.0 * s[1:-1] + s[:-2]) / (self.dt * self.dt), axis=1)
         return v, a
 
-    def thresholds(self, pos: np.ndarray) -> tuple[float, float]:
-        v, _ = self.kinematics(pos)
-        inner = v[1:-1]
-        t_v = max(float(inner.mean() - ALPHA_V * inner.std()), 0.0)
-        return t_v, ALPHA_A * t_v
-
     def detect_local(self, pos: np.ndarray, t_v: float, t_a: float) -> np.ndarray:
         """The detector on ``pos`` (detector frames) with fixed thresholds; frame indices."""
         v, a = self.kinematics(pos)
-        return self.detect_kin(v, a, t_v, t_a)
-
-    @staticmethod
-    def detect_kin(v: np.ndarray, a: np.ndarray, t_v: float, t_a: float) -> np.ndarray:
         n = v.size
         coarse = np.zeros(n, dtype=bool)
         coarse[1:-1] = (v[1:-1] < t_v) & (a[1:-1] > t_a)
@@ -447,7 +437,6 @@ def sync_warps(phrases: Sequence[SyncPhrase], warps: Sequence[Warp], music_beats
     for _sweep in range(sweeps):
         comp = song.composite(0, song.n - 1)
         speed = song.kinematics(comp)[0]
-        t_v, t_a = _thresholds(speed)
         changed = 0
         for i, ph in enumerate(phrases):
             if ph.locked_warp:
@@ -542,6 +531,8 @@ def sync_warps(phrases: Sequence[SyncPhrase], warps: Sequence[Warp], music_beats
 
 
 def _thresholds(speed: np.ndarray) -> tuple[float, float]:
+    """The detector's speed and acceleration thresholds from the whole song's joint speed
+    (spec section 6.3), as :func:`~.motion.detect_dance_beats` sets them."""
     inner = speed[1:-1]
     t_v = max(float(inner.mean() - ALPHA_V * inner.std()), 0.0)
     return t_v, ALPHA_A * t_v
