@@ -27,7 +27,14 @@ import numpy as np
 from . import baseline
 from .decode import DecodeOptions, decode, rank, style_mask
 from .errors import M2DError
-from .placement import PlacementOptions, crossfade_frames, fit_warp, phrase_frames
+from .placement import (
+    PlacementOptions,
+    crossfade_frames,
+    dance_beat_period,
+    fit_warp,
+    fold_rate,
+    phrase_frames,
+)
 from .plan import Candidate, PlacedPhrase, Plan
 from .timebase import DEFAULT_FPS
 
@@ -139,11 +146,9 @@ def _root_heights(library) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
             pos = np.asarray(m.positions, dtype=np.float64)
             curves.append(pos[:, 0, 2] / max(leg_length(pos), 1e-6))
             fps[k] = float(m.fps)
-            beats = np.asarray(meta.beats_s, dtype=np.float64)
-            if beats.size >= 3:
-                period[k] = float(np.median(np.diff(beats)))
-            elif getattr(meta, "tempo_bpm", None):
-                period[k] = 60.0 / float(meta.tempo_bpm)
+            p = dance_beat_period(meta.beats_s, getattr(meta, "tempo_bpm", None))
+            if p is not None:
+                period[k] = p
         _HEIGHTS.clear()
         _HEIGHTS[key] = (curves, fps, period)
     return _HEIGHTS[key]
@@ -174,12 +179,7 @@ class SeamPrior:
                         if np.size(b) >= 2 else 0.5 for b in phrase_beats_s])
         dur = np.array([e - s for s, e in intervals_s], dtype=np.float64)
         pd = np.where(np.isfinite(p_d)[None, :], p_d[None, :], p_m[:, None])
-        g = pd / np.maximum(p_m[:, None], 1e-6)                     # (P, K)
-        lo, hi = rate_range
-        for _ in range(8):
-            g = np.where(g > hi * 1.2, g / 2, g)
-            g = np.where(g < lo / 1.2, g * 2, g)
-        g = np.clip(g, lo, hi)
+        g = fold_rate(pd / np.maximum(p_m[:, None], 1e-6), rate_range)    # (P, K)
         self.curves, self.fps = curves, fps
         self.intervals = [(float(a), float(b)) for a, b in intervals_s]
         self.end = np.zeros((n, len(curves)))

@@ -349,21 +349,40 @@ def natural_rate(dance_beats_s: np.ndarray, music_beats_s: np.ndarray, *,
                  rate_range: tuple[float, float] = RATE_RANGE) -> float:
     """Dance seconds per song second that puts one dance beat on every music beat, moved by
     octaves (x2, /2) towards 1 and clipped to ``rate_range``."""
-    db = np.asarray(dance_beats_s, dtype=np.float64)
     mb = np.asarray(music_beats_s, dtype=np.float64)
     p_m = float(np.median(np.diff(mb))) if mb.size >= 2 else 0.5
+    p_d = dance_beat_period(dance_beats_s, dance_tempo_bpm)
+    return float(fold_rate((p_m if p_d is None else p_d) / max(p_m, 1e-6), rate_range))
+
+
+def dance_beat_period(dance_beats_s: np.ndarray, dance_tempo_bpm: float | None = None
+                      ) -> float | None:
+    """A dance phrase's beat period (s): the median interval of its beats when it has at
+    least three, else ``60 / dance_tempo_bpm``, else None (unknown)."""
+    db = np.asarray(dance_beats_s, dtype=np.float64)
     if db.size >= 3:
-        p_d = float(np.median(np.diff(db)))
-    elif dance_tempo_bpm:
-        p_d = 60.0 / float(dance_tempo_bpm)
-    else:
-        p_d = p_m
-    g = p_d / max(p_m, 1e-6)
-    while g > rate_range[1] * 1.2:
-        g /= 2
-    while g < rate_range[0] / 1.2:
-        g *= 2
-    return float(np.clip(g, *rate_range))
+        return float(np.median(np.diff(db)))
+    if dance_tempo_bpm:
+        return 60.0 / float(dance_tempo_bpm)
+    return None
+
+
+def fold_rate(g, rate_range: tuple[float, float] = RATE_RANGE) -> np.ndarray:
+    """Rates ``g`` (scalar or array) moved by octaves (x2, /2) until within 1.2x of
+    ``rate_range``, then clipped to it (elementwise)."""
+    lo, hi = rate_range
+    g = np.array(g, dtype=np.float64)
+    for _ in range(64):                  # 2^64: no finite period ratio needs more
+        down = g > hi * 1.2
+        if not down.any():
+            break
+        g = np.where(down, g / 2, g)
+    for _ in range(64):
+        up = g < lo / 1.2
+        if not up.any():
+            break
+        g = np.where(up, g * 2, g)
+    return np.clip(g, lo, hi)
 
 
 def fit_warp(dance_beats_s: np.ndarray, dance_duration_s: float, music_beats_s: np.ndarray, *,
