@@ -152,14 +152,10 @@ def get_library(path: str | os.PathLike):
 def get_scorer(path: str | os.PathLike, library, device: str):
     """A verified ONNX scorer for ``library``, cached per file, device and library (safe to
     call from the worker thread)."""
-    from .core.inference import load_scorer, resolve_model_paths
+    from .core.inference import load_scorer
 
-    onnx, _ = resolve_model_paths(path)
-    try:
-        mtime = onnx.stat().st_mtime_ns
-    except OSError:
-        mtime = -1
-    key = (str(onnx.resolve()), mtime, device, str(library.hash))
+    model, lib = _model_key(path, library)
+    key = (*model, device, lib)
     with _LOCK:
         hit = _SCORERS.get(key)
     if hit is not None:
@@ -173,6 +169,17 @@ def get_scorer(path: str | os.PathLike, library, device: str):
 def _cached_scorer(path: str | os.PathLike, library):
     """A scorer of this model file and library already loaded for any device (what the
     transition matrix needs; loading another session for it costs tens of ms), or None."""
+    model, lib = _model_key(path, library)
+    with _LOCK:
+        for key, scorer in _SCORERS.items():
+            if key[:2] == model and key[3] == lib:
+                return scorer
+    return None
+
+
+def _model_key(path: str | os.PathLike, library) -> tuple[tuple[str, int], str]:
+    """((resolved ONNX file, its mtime in ns or -1), library hash): what a cached scorer in
+    ``_SCORERS`` (keyed ``(file, mtime, device, library hash)``) was loaded from."""
     from .core.inference import resolve_model_paths
 
     onnx, _ = resolve_model_paths(path)
@@ -180,12 +187,7 @@ def _cached_scorer(path: str | os.PathLike, library):
         mtime = onnx.stat().st_mtime_ns
     except OSError:
         mtime = -1
-    want = (str(onnx.resolve()), mtime, str(library.hash))
-    with _LOCK:
-        for key, scorer in _SCORERS.items():
-            if (key[0], key[1], key[3]) == want:
-                return scorer
-    return None
+    return (str(onnx.resolve()), mtime), str(library.hash)
 
 
 def plan_of(s):
