@@ -24,7 +24,14 @@ from blender_m2d.core.fileio import write_bytes_atomic, write_json_atomic
 
 from .classify import train_classifier
 from .coascent import co_ascent
-from .config import AblationConfig, ClassifyConfig, CoascentConfig, PretrainConfig, to_dict
+from .config import (
+    AblationConfig,
+    ClassifyConfig,
+    CoascentConfig,
+    PretrainConfig,
+    runtime_of,
+    to_dict,
+)
 from .data import PhraseData, load_prepared, summarize
 from .pretrain import train_encoder
 
@@ -41,11 +48,6 @@ PAPER_TOP = {"I": (12.3, 20.5, 23.6), "II": (14.5, 19.3, 22.3), "III": (19.1, 23
              "IV": (19.3, 25.0, 27.2), "V": (19.8, 24.8, 26.8)}
 
 
-def _runtime(cfg: AblationConfig) -> dict[str, Any]:
-    return {k: getattr(cfg, k) for k in ("device", "amp", "channels_last", "seed", "workers",
-                                         "progress", "resume")}
-
-
 def run_ablation(data: PhraseData, cfg: AblationConfig) -> dict[str, Any]:
     groups = [g.strip() for g in cfg.groups.split(",") if g.strip()]
     bad = [g for g in groups if g not in GROUPS]
@@ -53,7 +55,7 @@ def run_ablation(data: PhraseData, cfg: AblationConfig) -> dict[str, Any]:
         raise M2DError(f"unknown ablation group(s) {bad}; choose from {list(GROUPS)}")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    rt = _runtime(cfg)
+    rt = runtime_of(cfg)
     enc_ckpt = ""
     results: dict[str, Any] = {}
     if any(GROUPS[g][0] for g in groups):

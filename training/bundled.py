@@ -44,6 +44,7 @@ from .config import (
     ExportConfig,
     PrepareConfig,
     PretrainConfig,
+    runtime_of,
 )
 from .data import AUDIO_SUFFIXES, DATASET_FORMAT, DATASET_VERSION
 
@@ -221,11 +222,6 @@ co-ascent checkpoint, evaluate it on the held-out songs and install it if it bea
 baseline; ``all``: the three in order."""
 
 
-def _runtime(cfg: BundledConfig) -> dict[str, Any]:
-    return {k: getattr(cfg, k) for k in ("device", "amp", "channels_last", "seed", "workers",
-                                         "progress", "resume")}
-
-
 def _data_summary(work: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     summary_file = work / "data-summary.json"
     if not summary_file.is_file():
@@ -241,7 +237,7 @@ def fit(cfg: BundledConfig) -> dict[str, Any]:
     from .data import load_prepared
     from .pretrain import train_encoder
 
-    work, rt = Path(cfg.work), _runtime(cfg)
+    work, rt = Path(cfg.work), runtime_of(cfg)
     _data_summary(work)
     data = load_prepared(work / "prepared")
     pre = train_encoder(data, PretrainConfig(**rt, data=str(work / "prepared"),
@@ -281,7 +277,7 @@ def install(cfg: BundledConfig) -> dict[str, Any]:
     from .evaluate import run as evaluate
     from .export import export_checkpoint
 
-    work, rt = Path(cfg.work), _runtime(cfg)
+    work, rt = Path(cfg.work), runtime_of(cfg)
     dsum, prep = _data_summary(work)
     note = f"labels from a {TEACHER_NOTE[dsum.get('teacher', 'greedy')]}, not from " \
            "choreographers; see docs/training.md"

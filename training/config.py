@@ -30,6 +30,11 @@ class RuntimeConfig:
     resume: bool = True           # continue from <out>/checkpoint.pt when present
 
 
+def runtime_of(cfg: RuntimeConfig) -> dict[str, Any]:
+    """``cfg``'s :class:`RuntimeConfig` fields, to pass on to the steps a driver runs."""
+    return {f.name: getattr(cfg, f.name) for f in fields(RuntimeConfig)}
+
+
 @dataclass(frozen=True)
 class PrepareConfig:
     dataset: str = ""             # dataset.json (docs/formats.md "Training dataset")
